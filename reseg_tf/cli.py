@@ -1,0 +1,86 @@
+"""The `reseg` command. Parses flags and calls library functions; no logic of its own.
+
+Each subcommand is registered by an `_add_<name>(subparsers)` function listed in `COMMANDS`,
+which sets `handler` to a function taking the parsed arguments and returning an exit code.
+"""
+import argparse
+import sys
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _add_summary(subparsers):
+    parser = subparsers.add_parser(
+        "summary", help="Build a preset and print its Keras summary and parameter counts.",
+        description="Build a ReSeg preset (weights=None unless --vgg-weights) and print model.summary().",
+    )
+    parser.add_argument("--preset", default="camvid", help="preset name (see `reseg presets`); default: camvid")
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="input height and width; default: the preset's training size")
+    parser.add_argument("--vgg-weights", default=None,
+                        help="VGG16 front-end weights: 'imagenet' or a weights file path; default: random init")
+
+    def handler(args):
+        from reseg_tf.models import build_model, get_preset
+
+        _, image_size, description = get_preset(args.preset)
+        height, width = args.image_size or image_size
+        model = build_model(args.preset, input_shape=(height, width, 3), weights=args.vgg_weights)
+        print(f"{args.preset}: {description}")
+        model.summary()
+        print(f"output shape: {model.output_shape}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_presets(subparsers):
+    parser = subparsers.add_parser("presets", help="List the built-in model presets.")
+
+    def handler(args):
+        from reseg_tf.models import PRESETS
+
+        for name in sorted(PRESETS):
+            preset = PRESETS[name]
+            height, width = preset["image_size"]
+            print(f"{name:22s} {height}x{width}  {preset['description']}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS = [_add_summary, _add_presets]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="reseg",
+        description="ReSeg semantic segmentation: train, evaluate, predict, export, inspect data.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as error:
+        print(f"reseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reseg {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

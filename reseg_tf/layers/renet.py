@@ -1,0 +1,205 @@
+"""The ReNet layer: four RNN sweeps over a grid of non-overlapping patches."""
+import keras
+from keras import ops
+
+RNN_CLASSES = {
+    "gru": keras.layers.GRU,
+    "lstm": keras.layers.LSTM,
+    "simple": keras.layers.SimpleRNN,
+}
+SWEEP_ORDERS = ("vertical_first", "horizontal_first")
+DIRECTION_MODES = ("parallel", "stacked")
+
+
+def _as_pair(value, name):
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.") from None
+    if len(pair) != 2 or min(pair) < 1 or any(int(v) != v for v in value):
+        raise ValueError(f"`{name}` must be one or two positive ints, got {value!r}.")
+    return pair
+
+
+@keras.saving.register_keras_serializable(package="reseg_tf")
+class ReNetLayer(keras.layers.Layer):
+    """One ReNet layer (Visin et al. 2015): a vertical and a horizontal bidirectional RNN sweep.
+
+    The input feature map is cut into non-overlapping `patch_size` patches, each flattened to a
+    vector in (row, column, channel) order. When the height or width is not a multiple of the
+    patch size, the map is zero-padded at the bottom and on the right first, so the output has
+    `ceil(H / ph)` rows and `ceil(W / pw)` columns.
+
+    The vertical sublayer runs one RNN down and one RNN up every column of patches; all columns
+    are folded into the batch axis, so they are swept in parallel (one cuDNN call each on a
+    GPU). The two outputs are concatenated (`2 * units` features). The horizontal sublayer then
+    does the same right and left along every row, reading the vertical sublayer's output.
+
+    With the default arguments every RNN is a stock Keras GRU that is eligible for the cuDNN
+    kernel on a GPU (tanh/sigmoid activations, `reset_after=True`, biases, no recurrent dropout).
+    The recurrent weights start orthogonal and the input weights Glorot-uniform, as in the paper.
+
+    Args:
+        units: positive int, hidden units of each of the four RNNs (per direction).
+        patch_size: int or `(ph, pw)`, size of the non-overlapping patches read by the layer.
+        rnn: `"gru"` (paper), `"lstm"` or `"simple"`.
+        sweep_order: `"vertical_first"` (paper) or `"horizontal_first"` (the authors' code).
+        direction_mode: `"parallel"` (paper: the backward RNN reads the same input as the
+            forward one) or `"stacked"` (the authors' code: the backward RNN reads the forward
+            RNN's output sequence). Both directions' outputs are concatenated in either mode.
+        stack_sublayers: `True` (paper): the second sublayer reads the first one's output.
+            `False`: both sublayers read the patches and their outputs are concatenated, giving
+            `4 * units` features.
+        kernel_initializer: initializer of the RNNs' input weights.
+        recurrent_initializer: initializer of the RNNs' recurrent weights.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Example:
+
+    >>> layer = ReNetLayer(units=8, patch_size=(2, 2))
+    >>> layer(keras.ops.zeros((2, 32, 30, 3))).shape
+    (2, 16, 15, 16)
+    """
+
+    def __init__(
+        self,
+        units,
+        patch_size=(1, 1),
+        rnn="gru",
+        sweep_order="vertical_first",
+        direction_mode="parallel",
+        stack_sublayers=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"`units` must be a positive int, got {units!r}.")
+        if rnn not in RNN_CLASSES:
+            raise ValueError(f"`rnn` must be one of {sorted(RNN_CLASSES)}, got {rnn!r}.")
+        if sweep_order not in SWEEP_ORDERS:
+            raise ValueError(f"`sweep_order` must be one of {SWEEP_ORDERS}, got {sweep_order!r}.")
+        if direction_mode not in DIRECTION_MODES:
+            raise ValueError(
+                f"`direction_mode` must be one of {DIRECTION_MODES}, got {direction_mode!r}."
+            )
+        self.units = units
+        self.patch_size = _as_pair(patch_size, "patch_size")
+        self.rnn = rnn
+        self.sweep_order = sweep_order
+        self.direction_mode = direction_mode
+        self.stack_sublayers = bool(stack_sublayers)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+        # Directions of travel: "down"/"up" sweep columns, "right"/"left" sweep rows.
+        self.down = self._make_rnn("down", go_backwards=False)
+        self.up = self._make_rnn("up", go_backwards=True)
+        self.right = self._make_rnn("right", go_backwards=False)
+        self.left = self._make_rnn("left", go_backwards=True)
+
+    def _make_rnn(self, direction, go_backwards):
+        return RNN_CLASSES[self.rnn](
+            self.units,
+            return_sequences=True,
+            go_backwards=go_backwards,
+            kernel_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.kernel_initializer)
+            ),
+            recurrent_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.recurrent_initializer)
+            ),
+            dtype=self.dtype_policy,
+            name=direction,
+        )
+
+    @property
+    def sweeps(self):
+        """The (forward, backward) RNN pairs in the order they are applied."""
+        vertical, horizontal = (self.down, self.up), (self.right, self.left)
+        if self.sweep_order == "vertical_first":
+            return vertical, horizontal
+        return horizontal, vertical
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"ReNetLayer '{self.name}' expects a 4D input (batch, height, width, channels), "
+                f"got shape {tuple(input_shape)}."
+            )
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                f"ReNetLayer '{self.name}' needs a known channel count, got shape {tuple(input_shape)}."
+            )
+        patch_dim = self.patch_size[0] * self.patch_size[1] * channels
+        first, second = self.sweeps
+        second_input_dim = 2 * self.units if self.stack_sublayers else patch_dim
+        for (forward, backward), input_dim in ((first, patch_dim), (second, second_input_dim)):
+            forward.build((None, None, input_dim))
+            backward_dim = self.units if self.direction_mode == "stacked" else input_dim
+            backward.build((None, None, backward_dim))
+
+    def _to_patches(self, inputs):
+        ph, pw = self.patch_size
+        if (ph, pw) == (1, 1):
+            return inputs
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], inputs.shape[-1]
+        pad_h, pad_w = (-height) % ph, (-width) % pw
+        x = ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        rows, cols = (height + pad_h) // ph, (width + pad_w) // pw
+        x = ops.reshape(x, (-1, rows, ph, cols, pw, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, rows, cols, ph * pw * channels))
+
+    def _sweep(self, x, rnn_pair):
+        forward, backward = rnn_pair
+        vertical = forward is self.down
+        if vertical:
+            x = ops.transpose(x, (0, 2, 1, 3))
+        shape = ops.shape(x)
+        batch, lines, steps = shape[0], shape[1], shape[2]
+        sequences = ops.reshape(x, (-1, steps, x.shape[-1]))
+        forward_out = forward(sequences)
+        backward_in = forward_out if self.direction_mode == "stacked" else sequences
+        # go_backwards RNNs emit their outputs in reversed time order.
+        backward_out = ops.flip(backward(backward_in), axis=1)
+        out = ops.concatenate([forward_out, backward_out], axis=-1)
+        out = ops.reshape(out, (batch, lines, steps, 2 * self.units))
+        if vertical:
+            out = ops.transpose(out, (0, 2, 1, 3))
+        return out
+
+    def call(self, inputs):
+        patches = self._to_patches(inputs)
+        first, second = self.sweeps
+        if self.stack_sublayers:
+            return self._sweep(self._sweep(patches, first), second)
+        return ops.concatenate([self._sweep(patches, first), self._sweep(patches, second)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        ph, pw = self.patch_size
+        rows = None if height is None else -(-height // ph)
+        cols = None if width is None else -(-width // pw)
+        features = 2 * self.units if self.stack_sublayers else 4 * self.units
+        return (batch, rows, cols, features)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            patch_size=self.patch_size,
+            rnn=self.rnn,
+            sweep_order=self.sweep_order,
+            direction_mode=self.direction_mode,
+            stack_sublayers=self.stack_sublayers,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
+        )
+        return config

@@ -1,0 +1,65 @@
+"""Named ReSeg configurations: the paper's models and a small demo.
+
+Presets are plain data. `image_size` is the (height, width) the preset is trained at; the
+models themselves accept other sizes.
+"""
+from reseg_tf.models.config import BINARY_CLASSES, CAMVID_CLASSES, ReSegConfig
+
+PRESETS = {
+    "camvid": dict(
+        description="Paper's CamVid model (Table 4) with the authors' code patches: VGG16 to "
+        "conv3_3, ReNet 100+100 units with 1x1 patches, 2x transposed conv 50 filters 2x2.",
+        image_size=(360, 480),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True,
+                    renet=((100, (1, 1)), (100, (1, 1))), upsampling=((50, (2, 2)), (50, (2, 2)))),
+    ),
+    "camvid_paper_patches": dict(
+        description="CamVid model with the patch sizes of the paper's table (2x2 then 1x1); "
+        "one more 2x2 upsampling layer restores the extra stride.",
+        image_size=(360, 480),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True,
+                    renet=((100, (2, 2)), (100, (1, 1))),
+                    upsampling=((50, (2, 2)), (50, (2, 2)), (50, (2, 2)))),
+    ),
+    "horse": dict(
+        description="Weizmann Horse (binary): VGG16 to conv3_3, two ReNet layers, two "
+        "transposed convolutions.",
+        image_size=(256, 256),
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True,
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
+    ),
+    "horse_no_vgg": dict(
+        description="Weizmann Horse without VGG (the paper's 'ReSeg (no VGG)'): the first ReNet "
+        "layer reads 4x4 image patches.",
+        image_size=(256, 256),
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=False,
+                    renet=((64, (4, 4)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
+    ),
+    "flowers": dict(
+        description="Oxford Flowers 17 (binary): VGG16 to conv3_3, two ReNet layers, two "
+        "transposed convolutions.",
+        image_size=(256, 256),
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True,
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
+    ),
+    "demo": dict(
+        description="Small CamVid model that trains in minutes on a CPU from scratch: no VGG, "
+        "ReNet 32 units on 4x4 patches then 32 units, two 2x2 transposed convs of 32 filters.",
+        image_size=(180, 240),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=False,
+                    renet=((32, (4, 4)), (32, (1, 1))), upsampling=((32, (2, 2)), (32, (2, 2)))),
+    ),
+}
+
+
+def list_presets():
+    """Names of the built-in presets."""
+    return sorted(PRESETS)
+
+
+def get_preset(name):
+    """Returns `(ReSegConfig, image_size, description)` of a built-in preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
+    preset = PRESETS[name]
+    return ReSegConfig(**preset["config"]), tuple(preset["image_size"]), preset["description"]

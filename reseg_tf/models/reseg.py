@@ -1,0 +1,174 @@
+"""The ReSeg model: VGG16 front end -> ReNet layers -> transposed-conv upsampling -> softmax."""
+import os
+
+import keras
+
+from reseg_tf.layers import ImagePreprocessing, ReNetLayer, ResizeToReference
+from reseg_tf.models.config import ReSegConfig
+from reseg_tf.models.presets import get_preset
+
+# VGG16's convolutions up to block3_conv3 (stride 4), with Keras' layer names so weights from
+# `keras.applications.VGG16` (ImageNet or a local file) load by name.
+VGG_BLOCKS = ((64, 2), (128, 2), (256, 3))
+VGG_LAYER_NAMES = tuple(
+    f"block{block}_conv{conv}"
+    for block, (_, convs) in enumerate(VGG_BLOCKS, start=1)
+    for conv in range(1, convs + 1)
+)
+MODEL_NAME_PREFIX = "reseg"
+
+
+def _resolve_config(preset_or_config):
+    if isinstance(preset_or_config, ReSegConfig):
+        return preset_or_config, "custom"
+    if isinstance(preset_or_config, dict):
+        return ReSegConfig.from_dict(preset_or_config), "custom"
+    if isinstance(preset_or_config, str):
+        return get_preset(preset_or_config)[0], preset_or_config
+    raise ValueError(
+        "`preset_or_config` must be a preset name, a ReSegConfig or a dict, "
+        f"got {type(preset_or_config).__name__}."
+    )
+
+
+def _check_input_shape(input_shape):
+    try:
+        shape = tuple(None if d is None else int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"`input_shape` must be (height, width, 3), got {input_shape!r}.") from None
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"`input_shape` must be (height, width, 3) RGB, got {input_shape!r}.")
+    if any(d is not None and d < 1 for d in shape[:2]):
+        raise ValueError(f"`input_shape` must have positive height and width, got {input_shape!r}.")
+    return shape
+
+
+def _vgg_front_end(x, config, regularizer):
+    for block, (filters, convs) in enumerate(VGG_BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu",
+                kernel_regularizer=None if config.freeze_vgg else regularizer,
+                trainable=not config.freeze_vgg, name=f"block{block}_conv{conv}",
+            )(x)
+        if block < len(VGG_BLOCKS):
+            x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+    return x
+
+
+def load_vgg_weights(model, weights):
+    """Copies VGG16 conv weights (`"imagenet"` or a weights file path) into `model`'s front end.
+
+    A file may be the Keras VGG16 "notop" `.h5` download, or any `.weights.h5` saved from
+    `keras.applications.VGG16(include_top=False)`.
+    """
+    if weights != "imagenet":
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"VGG weights file {path!r} does not exist (or is not a file); pass "
+                "weights='imagenet', None, or the path of a VGG16 (include_top=False) weights file."
+            )
+        weights = path
+    try:
+        vgg = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
+    except Exception as error:  # Keras raises several types for bad/mismatched files.
+        raise ValueError(f"could not load VGG16 weights from {weights!r}: {error}") from error
+    for name in VGG_LAYER_NAMES:
+        model.get_layer(name).set_weights(vgg.get_layer(name).get_weights())
+
+
+@keras.saving.register_keras_serializable(package="reseg_tf")
+class ReSegModel(keras.Model):
+    """The ReSeg network as a functional Keras model that remembers its `ReSegConfig`.
+
+    Saving to `.keras` stores the config, so `keras.models.load_model` rebuilds the same graph.
+    Prefer `build_model`, which also accepts preset names and loads VGG weights.
+
+    Args:
+        config: a `ReSegConfig` or its dict.
+        input_shape: `(height, width, 3)`; `None` dims accept any size.
+        **kwargs: `keras.Model` arguments (`name`, `trainable`, `dtype`).
+
+    Example:
+
+    >>> model = ReSegModel(get_preset("demo")[0], input_shape=(64, 64, 3))
+    >>> model.output_shape
+    (None, 64, 64, 11)
+    """
+
+    def __init__(self, config, input_shape=(None, None, 3), **kwargs):
+        if isinstance(config, dict):
+            config = ReSegConfig.from_dict(config)
+        if not isinstance(config, ReSegConfig):
+            raise ValueError(f"`config` must be a ReSegConfig or a dict, got {type(config).__name__}.")
+        shape = _check_input_shape(input_shape)
+        regularizer = keras.regularizers.L2(config.weight_decay) if config.weight_decay else None
+
+        images = keras.Input(shape=shape, name="image")
+        x = ImagePreprocessing("vgg" if config.use_vgg else "unit", name="preprocess")(images)
+        if config.use_vgg:
+            x = _vgg_front_end(x, config, regularizer)
+        for index, (units, patch_size) in enumerate(config.renet, start=1):
+            x = ReNetLayer(
+                units, patch_size=patch_size, rnn=config.rnn, sweep_order=config.sweep_order,
+                direction_mode=config.direction_mode, stack_sublayers=config.stack_sublayers,
+                name=f"renet_{index}",
+            )(x)
+        for index, (filters, kernel_size) in enumerate(config.upsampling, start=1):
+            x = keras.layers.Conv2DTranspose(
+                filters, kernel_size, strides=kernel_size, activation="relu",
+                kernel_initializer="glorot_uniform", kernel_regularizer=regularizer,
+                name=f"upsample_{index}",
+            )(x)
+        x = ResizeToReference(name="resize_to_input")([x, images])
+        x = keras.layers.Conv2D(
+            config.num_classes, 1, kernel_regularizer=regularizer, name="classifier"
+        )(x)
+        probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+        super().__init__(inputs=images, outputs=probabilities, **kwargs)
+        self.reseg_config = config
+        self.image_shape = shape
+
+    def get_config(self):
+        return {
+            "config": self.reseg_config.to_dict(),
+            "input_shape": list(self.image_shape),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(preset_or_config="camvid", input_shape=(None, None, 3), weights=None, name=None):
+    """Builds a ReSeg Keras model.
+
+    Args:
+        preset_or_config: a preset name (see `list_presets()`), a `ReSegConfig` or its dict.
+        input_shape: `(height, width, 3)`; `None` dims accept any size. The model reads raw
+            0..255 RGB (uint8 or float) and its output always has the input's height and width.
+        weights: VGG16 front-end weights: `None` (random init), `"imagenet"` (downloaded by
+            Keras) or the path of a VGG16 `include_top=False` weights file.
+        name: model name (default `reseg_<preset>`).
+
+    Returns:
+        A `ReSegModel` mapping `(B, H, W, 3)` images to `(B, H, W, num_classes)` float32
+        class probabilities; its config is `model.reseg_config`.
+    """
+    config, label = _resolve_config(preset_or_config)
+    if weights is not None and not config.use_vgg:
+        raise ValueError("`weights` were given but this config has use_vgg=False (no VGG front end).")
+    model = ReSegModel(config, input_shape=input_shape, name=name or f"{MODEL_NAME_PREFIX}_{label}")
+    if weights is not None:
+        load_vgg_weights(model, weights)
+    return model
+
+
+def config_from_model(model):
+    """Returns the `ReSegConfig` of a ReSeg model, or raises ValueError for any other model."""
+    if isinstance(model, ReSegModel):
+        return model.reseg_config
+    raise ValueError(f"model {getattr(model, 'name', model)!r} is not a ReSeg model.")

@@ -1,0 +1,30 @@
+"""Installs the `reseg_tf` (model) and `pipelines` (tf.data input) packages and the `reseg` command."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def _requirements():
+    lines = (HERE / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="reseg_tf",
+    version="0.1.0",
+    description="ReSeg (Visin et al. 2016) for TensorFlow/Keras 3: training, evaluation, TF Serving and TFLite export",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["reseg_tf", "reseg_tf.*", "pipelines", "pipelines.*"]),
+    include_package_data=True,
+    package_data={"pipelines": ["data/**/*"], "reseg_tf": ["py.typed"]},
+    install_requires=_requirements(),
+    entry_points={"console_scripts": ["reseg=reseg_tf.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
