@@ -1,0 +1,40 @@
+import pytest
+
+from reseg_tf.cli import main
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("camvid", "camvid_paper_patches", "horse", "horse_no_vgg", "flowers", "demo"):
+        assert name in out
+
+
+def test_summary_prints_parts_and_output_shape(capsys):
+    assert main(["summary", "--preset", "demo", "--image-size", "36", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "renet_1" in out and "upsample_2" in out
+    assert "(None, 36, 48, 11)" in out
+
+
+def test_unknown_preset_is_a_clear_error(capsys):
+    assert main(["summary", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: reseg" in capsys.readouterr().out
+
+
+def test_every_flag_has_help():
+    import argparse
+
+    from reseg_tf.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"`reseg {name} {action.option_strings[0]}` has no help text"
