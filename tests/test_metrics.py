@@ -1,0 +1,96 @@
+"""Confusion-matrix metrics against a hand-computed confusion matrix."""
+import keras
+import numpy as np
+import pytest
+
+from reseg_tf.metrics import (
+    AverageClassAccuracy, ConfusionMatrixMetric, GlobalAccuracy, MeanIoU, summarize_confusion,
+)
+
+NAMES = ("a", "b", "c", "d")
+# Ground truth and argmax predictions of 2 images of 2x4 pixels; label 4 is void. Class d never
+# appears in either, class c is in the ground truth but never predicted.
+LABELS = np.array([[[0, 0, 1, 1], [2, 4, 1, 0]], [[4, 4, 1, 2], [0, 1, 1, 1]]])
+PREDICTED = np.array([[[0, 1, 1, 1], [1, 0, 1, 0]], [[3, 2, 0, 0], [0, 1, 1, 1]]])
+# cm[ground truth, prediction], counted by hand from the arrays above (void pixels skipped).
+HAND_CM = np.array([
+    [3, 1, 0, 0],   # a: 4 pixels, one predicted b
+    [1, 6, 0, 0],   # b: 7 pixels, one predicted a
+    [1, 1, 0, 0],   # c: 2 pixels, predicted b and a
+    [0, 0, 0, 0],   # d: absent (its one prediction is on a void pixel)
+])
+
+
+def _one_hot(classes):
+    return keras.ops.convert_to_numpy(keras.ops.one_hot(classes, len(NAMES)))
+
+
+def _stream(metric):
+    # Two updates, one image each: the matrix must accumulate.
+    for index in range(2):
+        metric.update_state(LABELS[index:index + 1], _one_hot(PREDICTED[index:index + 1]))
+    return metric
+
+
+def test_confusion_matrix_matches_hand_count():
+    metric = _stream(ConfusionMatrixMetric(len(NAMES)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(metric.result()), HAND_CM)
+
+
+def test_scalar_metrics_match_hand_values():
+    # global: (3 + 6 + 0) / 13; class acc: a 3/4, b 6/7, c 0, d 0 (absent counts 0).
+    # IoU: a 3/(4+5-3), b 6/(7+8-6), c 0/(2+0-0), d 0 (empty union counts 0).
+    assert float(_stream(GlobalAccuracy(4)).result()) == pytest.approx(9 / 13)
+    assert float(_stream(AverageClassAccuracy(4)).result()) == pytest.approx((3 / 4 + 6 / 7) / 4)
+    assert float(_stream(MeanIoU(4)).result()) == pytest.approx((3 / 6 + 6 / 9) / 4)
+
+
+def test_summarize_confusion_keys_and_values():
+    summary = summarize_confusion(HAND_CM, NAMES)
+    assert summary["global_acc"] == pytest.approx(9 / 13)
+    assert summary["avg_class_acc"] == pytest.approx((3 / 4 + 6 / 7) / 4)
+    assert summary["mean_iou"] == pytest.approx((3 / 6 + 6 / 9) / 4)
+    assert summary["class_acc"] == pytest.approx({"a": 3 / 4, "b": 6 / 7, "c": 0.0, "d": 0.0})
+    assert summary["class_iou"] == pytest.approx({"a": 0.5, "b": 6 / 9, "c": 0.0, "d": 0.0})
+    assert summary["classes_without_ground_truth"] == ["d"]
+    assert summary["num_pixels"] == 13
+    metric_summary = _stream(MeanIoU(4)).summary(NAMES)
+    assert metric_summary == summary
+
+
+def test_differs_from_keras_mean_iou_on_absent_class():
+    keras_metric = keras.metrics.MeanIoU(num_classes=4, ignore_class=4, sparse_y_pred=True)
+    for index in range(2):
+        keras_metric.update_state(LABELS[index:index + 1], PREDICTED[index:index + 1])
+    # Keras averages over the 3 classes with a non-empty union; the paper's mean is over all 4.
+    assert float(keras_metric.result()) == pytest.approx((3 / 6 + 6 / 9) / 3)
+    assert float(_stream(MeanIoU(4)).result()) == pytest.approx((3 / 6 + 6 / 9) / 4)
+
+
+def test_reset_weights_and_config():
+    metric = _stream(MeanIoU(4))
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+    weights = np.ones(LABELS.shape, "float32")
+    weights[1] = 0  # drop the second image entirely
+    metric.update_state(LABELS, _one_hot(PREDICTED), sample_weight=weights)
+    cm = keras.ops.convert_to_numpy(ConfusionMatrixMetric.result(metric))
+    assert cm.sum() == 7
+    clone = MeanIoU.from_config(metric.get_config())
+    assert clone.name == "mean_iou" and clone.num_classes == 4
+    with pytest.raises(ValueError, match="num_classes"):
+        MeanIoU(1)
+    with pytest.raises(ValueError, match="class names"):
+        summarize_confusion(HAND_CM, NAMES[:3])
+
+
+def test_metric_names_in_fit_logs():
+    inputs = keras.Input((2, 4, 3))
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(4)(inputs)))
+    model.compile("sgd", "sparse_categorical_crossentropy",
+                  metrics=[GlobalAccuracy(4), AverageClassAccuracy(4), MeanIoU(4)])
+    images = np.random.default_rng(0).random((2, 2, 4, 3)).astype("float32")
+    labels = np.minimum(LABELS, 3)
+    history = model.fit(images, labels, validation_data=(images, labels), epochs=1, verbose=0)
+    for key in ("global_acc", "avg_class_acc", "mean_iou", "val_mean_iou"):
+        assert key in history.history
