@@ -2,6 +2,7 @@
 import os
 
 import keras
+import tensorflow as tf
 
 from reseg_tf.layers import ImagePreprocessing, ReNetLayer, ResizeToReference
 from reseg_tf.models.config import ReSegConfig
@@ -129,6 +130,41 @@ class ReSegModel(keras.Model):
         super().__init__(inputs=images, outputs=probabilities, **kwargs)
         self.reseg_config = config
         self.image_shape = shape
+
+    # Keras 3.15's `fit` under MultiWorkerMirroredStrategy fails twice (keras-team/keras#20585,
+    # tensorflow/tensorflow#72388): the symbolic build MEAN-reduces a PerReplica batch across
+    # workers, and the step's scalar logs are reduced with `axis=0`. Building from the local
+    # replica's batch and returning logs of shape (1,) in that case avoids both; every other
+    # strategy takes Keras' own path unchanged.
+    def _runs_multi_worker(self):
+        return isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not self._runs_multi_worker():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        strategy = self._distribute_strategy
+        for _, _, batches in iterator:
+            data_batch = next(batches)
+            break
+        local_batch = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v,
+            data_batch,
+        )
+        with strategy.scope():
+            self._symbolic_build(data_batch=local_batch)
+
+    def _logs_for_strategy(self, logs):
+        if not self._runs_multi_worker():
+            return logs
+        return {key: tf.reshape(value, [1]) if value.shape.rank == 0 else value
+                for key, value in logs.items()}
+
+    def train_step(self, data):
+        return self._logs_for_strategy(super().train_step(data))
+
+    def test_step(self, data):
+        return self._logs_for_strategy(super().test_step(data))
 
     def get_config(self):
         return {
