@@ -118,3 +118,17 @@ def test_non_reseg_model_is_refused():
     with pytest.raises(ValueError, match="not a ReSeg model"):
         config_from_model(other)
     assert isinstance(build_model(TINY), ReSegModel)
+
+
+def test_thin_batch_norm_front_end_trains_from_scratch():
+    config = get_preset("camvid")[0].replace(vgg_filters=(8, 16, 16), vgg_batch_norm=True, freeze_vgg=False,
+                                             renet=((4, (1, 1)),))
+    model = build_model(config, input_shape=(None, None, 3))
+    assert model.get_layer("block3_conv3").filters == 16
+    assert model.get_layer("block1_bn1").trainable and model.get_layer("block1_conv1").trainable
+    assert any("block1_conv1" in w.path for w in model.trainable_weights)
+    assert model.predict(_images(1, 20, 24), verbose=0).shape == (1, 20, 24, 11)
+    with pytest.raises(ValueError, match="vgg_filters"):
+        build_model(config, weights="imagenet")
+    with pytest.raises(ValueError, match="vgg_filters"):
+        ReSegConfig(vgg_filters=(8, 16))

@@ -21,6 +21,10 @@ class ReSegConfig:
         use_vgg: put VGG16's conv layers up to `block3_conv3` (stride 4) in front; `False` is
             the paper's "ReSeg (no VGG)": the first ReNet layer reads image patches.
         freeze_vgg: keep the VGG layers' weights fixed during training.
+        vgg_filters: filters of VGG16's three conv blocks; (64, 128, 256) is VGG16 itself (and
+            the only width ImageNet weights fit). Thinner stems train faster from scratch.
+        vgg_batch_norm: add batch normalization after every VGG conv (for training the front
+            end from scratch; VGG16 itself has none).
         renet: `(units, (ph, pw))` for each ReNet layer, in order.
         upsampling: `(filters, (kh, kw))` for each transposed convolution (stride = kernel).
         rnn, sweep_order, direction_mode, stack_sublayers: passed to every `ReNetLayer`.
@@ -31,6 +35,8 @@ class ReSegConfig:
     class_names: tuple = CAMVID_CLASSES
     use_vgg: bool = True
     freeze_vgg: bool = True
+    vgg_filters: tuple = (64, 128, 256)
+    vgg_batch_norm: bool = False
     renet: tuple = ((100, (1, 1)), (100, (1, 1)))
     upsampling: tuple = ((50, (2, 2)), (50, (2, 2)))
     rnn: str = "gru"
@@ -53,6 +59,10 @@ class ReSegConfig:
                 f"`class_names` has {len(names)} names but `num_classes` is {self.num_classes}."
             )
         set_(self, "class_names", names)
+        filters = tuple(self.vgg_filters)
+        if len(filters) != 3 or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
+            raise ValueError(f"`vgg_filters` must be three positive ints, got {self.vgg_filters!r}.")
+        set_(self, "vgg_filters", filters)
         if not self.renet:
             raise ValueError("`renet` must list at least one (units, patch_size) ReNet layer.")
         set_(self, "renet", tuple(self._layer_spec(s, "renet", "units", "patch_size") for s in self.renet))

@@ -10,10 +10,11 @@ from reseg_tf.models.presets import get_preset
 
 # VGG16's convolutions up to block3_conv3 (stride 4), with Keras' layer names so weights from
 # `keras.applications.VGG16` (ImageNet or a local file) load by name.
-VGG_BLOCKS = ((64, 2), (128, 2), (256, 3))
+VGG16_FILTERS = (64, 128, 256)
+VGG_CONVS_PER_BLOCK = (2, 2, 3)
 VGG_LAYER_NAMES = tuple(
     f"block{block}_conv{conv}"
-    for block, (_, convs) in enumerate(VGG_BLOCKS, start=1)
+    for block, convs in enumerate(VGG_CONVS_PER_BLOCK, start=1)
     for conv in range(1, convs + 1)
 )
 MODEL_NAME_PREFIX = "reseg"
@@ -45,14 +46,20 @@ def _check_input_shape(input_shape):
 
 
 def _vgg_front_end(x, config, regularizer):
-    for block, (filters, convs) in enumerate(VGG_BLOCKS, start=1):
+    trainable = not config.freeze_vgg
+    blocks = zip(config.vgg_filters, VGG_CONVS_PER_BLOCK)
+    for block, (filters, convs) in enumerate(blocks, start=1):
         for conv in range(1, convs + 1):
             x = keras.layers.Conv2D(
-                filters, 3, padding="same", activation="relu",
-                kernel_regularizer=None if config.freeze_vgg else regularizer,
-                trainable=not config.freeze_vgg, name=f"block{block}_conv{conv}",
+                filters, 3, padding="same",
+                activation=None if config.vgg_batch_norm else "relu",
+                kernel_regularizer=regularizer if trainable else None,
+                trainable=trainable, name=f"block{block}_conv{conv}",
             )(x)
-        if block < len(VGG_BLOCKS):
+            if config.vgg_batch_norm:
+                x = keras.layers.BatchNormalization(trainable=trainable, name=f"block{block}_bn{conv}")(x)
+                x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        if block < len(VGG_CONVS_PER_BLOCK):
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
     return x
 
@@ -197,6 +204,11 @@ def build_model(preset_or_config="camvid", input_shape=(None, None, 3), weights=
     config, label = _resolve_config(preset_or_config)
     if weights is not None and not config.use_vgg:
         raise ValueError("`weights` were given but this config has use_vgg=False (no VGG front end).")
+    if weights is not None and config.vgg_filters != VGG16_FILTERS:
+        raise ValueError(
+            f"VGG16 weights fit vgg_filters={VGG16_FILTERS}, but this config has "
+            f"vgg_filters={config.vgg_filters}; pass weights=None to train the front end from scratch."
+        )
     model = ReSegModel(config, input_shape=input_shape, name=name or f"{MODEL_NAME_PREFIX}_{label}")
     if weights is not None:
         load_vgg_weights(model, weights)
