@@ -396,9 +396,10 @@ def _check_version(root, version):
 def _static_twin(model, image_size, unroll_rnns):
     """A copy of `model` with a static `(H, W, 3)` input and the same weights.
 
-    With `unroll_rnns`, every Keras RNN inside is unrolled (needs the static input), which turns
-    the GRU while-loops into plain ops the int8 quantizer can handle. Returns the twin and the
-    number of RNNs unrolled.
+    With `unroll_rnns`, every ReNet layer runs on its stock Keras RNN layers
+    (`implementation="keras"`, not a CPU fast path's while-loop) and every Keras RNN is unrolled
+    (needs the static input): the int8 quantizer crashes on while-loops but handles the
+    unrolled steps. Returns the twin and the number of RNNs unrolled.
     """
     from reseg_tf.models import build_model, config_from_model
 
@@ -408,8 +409,12 @@ def _static_twin(model, image_size, unroll_rnns):
     if unroll_rnns:
         import keras
 
+        from reseg_tf.layers import ReNetLayer
+
         # Keras has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
         for layer in twin._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, ReNetLayer) and hasattr(layer, "implementation"):
+                layer.implementation = "keras"
             if isinstance(layer, keras.layers.RNN):
                 layer.unroll = True
                 unrolled += 1
