@@ -139,12 +139,13 @@ def augment_example(image, mask, seed, config, ignore_label):
     return image, mask[..., 0]
 
 
-def local_contrast_normalization(images, kernel_size=9, sigma=2.0, epsilon=1e-4):
+def local_contrast_normalization(images, kernel_size=9, sigma=2.0, epsilon=1.0):
     """Local contrast normalization (Jarrett et al. 2009), per channel, on (B, H, W, C) float.
 
     Subtracts a Gaussian-weighted local mean, then divides by the local standard deviation,
-    floored at its image mean. The output is roughly zero-mean and unit-scale, not 0..255.
-    Borders use the weights inside the image only.
+    floored at its image mean and at `epsilon` (input units: 1 gray level for 0..255 images,
+    so flat images map to 0 instead of amplified rounding noise). The output is roughly
+    zero-mean and unit-scale, not 0..255. Borders use the weights inside the image only.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
