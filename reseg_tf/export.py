@@ -60,6 +60,10 @@ class ExportVerificationError(ValueError):
     """An exported artifact does not reproduce the Keras model within the documented bounds."""
 
 
+class TFLiteConversionError(RuntimeError):
+    """The TFLite converter failed or crashed."""
+
+
 @dataclasses.dataclass
 class ExportResult:
     """What `export_model` wrote and measured.
@@ -469,7 +473,7 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
         variant: one of `TFLITE_VARIANTS`.
         output_path: the `.tflite` file to write.
         representative_images: uint8/float `(N, H, W, 3)` calibration images, for `int8`.
-        isolate: convert in a subprocess, so a converter crash becomes a `RuntimeError`
+        isolate: convert in a subprocess, so a converter crash becomes a `TFLiteConversionError`
             (default: for `int8`, where the converter is known to crash on RNN while-loops).
         timeout: seconds before an isolated conversion is abandoned.
 
@@ -488,7 +492,7 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
         try:
             content = _converter_for(saved_model_dir, variant, representative_images).convert()
         except Exception as error:
-            raise RuntimeError(f"TFLite {variant} conversion failed: {error}") from error
+            raise TFLiteConversionError(f"TFLite {variant} conversion failed: {error}") from error
         output_path.write_bytes(content)
         return len(content)
     with tempfile.TemporaryDirectory(prefix=".tmp-convert-", dir=output_path.parent) as scratch:
@@ -503,12 +507,12 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"TFLite {variant} conversion did not finish in {timeout} s.") from None
+            raise TFLiteConversionError(f"TFLite {variant} conversion did not finish in {timeout} s.") from None
     if done.returncode != 0:
         crash = f"crashed with signal {-done.returncode}" if done.returncode < 0 else f"failed (exit {done.returncode})"
         detail = [line for line in done.stderr.strip().splitlines()
                   if not re.match(r"^(W|I|E)0000 |^WARNING: All log", line)][-3:]
-        raise RuntimeError(
+        raise TFLiteConversionError(
             f"the TFLite converter {crash} converting {str(saved_model_dir)!r} to {variant}"
             + (f": {' | '.join(detail)}" if detail else "")
         )
@@ -857,10 +861,11 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             }
             table = format_report_table(rows)
             print(table)
-            failed = [row["artifact"] for row in rows if not row["passed"]]
+            failed = [f"{row['artifact']} ({'; '.join(row['problems'])})" for row in rows if not row["passed"]]
             if failed and fail_on_mismatch:
                 raise ExportVerificationError(
-                    f"export verification failed for {', '.join(failed)}; nothing was published.\n{table}")
+                    f"export verification failed for {', '.join(failed)}; nothing was published "
+                    "(pass verify=False / --no-verify to export anyway).")
 
         _publish(served, saved_model_root / str(version))
         tflite_root.mkdir(exist_ok=True)
@@ -900,8 +905,8 @@ def _convert_all(model, variants, size, calibration, scratch, tflite_dir):
         print(f"converting TFLite int8 ({unrolled} RNNs unrolled, {len(calibration)} calibration images) ...")
         try:
             convert_tflite(unrolled_dir, "int8", path, representative_images=calibration)
-        except RuntimeError as error:
-            raise RuntimeError(
+        except TFLiteConversionError as error:
+            raise TFLiteConversionError(
                 f"{error}. Full-integer quantization of RNN while-loops is known to crash the "
                 "converter; export without int8 (--tflite fp32,fp16,dynamic) if it persists."
             ) from None

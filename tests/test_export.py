@@ -1,0 +1,254 @@
+"""Export to TF Serving SavedModel and TFLite, verified against Keras on a tiny trained model."""
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import reseg_tf
+from reseg_tf import cli, export
+
+SIZE = (32, 32)
+PALETTE = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], np.float32)
+
+
+def block_images(count, size=SIZE, block=8, seed=0):
+    """Images of 8x8 blocks whose color (noisy red / green / blue) is the pixel's class."""
+    rng = np.random.default_rng(seed)
+    grid = (size[0] // block, size[1] // block)
+    labels = rng.integers(0, 3, (count, *grid))
+    images = PALETTE[labels] + rng.normal(0, 25, (count, *grid, 3))
+    images = np.repeat(np.repeat(images, block, 1), block, 2) + rng.normal(0, 10, (count, *size, 3))
+    masks = np.repeat(np.repeat(labels, block, 1), block, 2).astype(np.int32)
+    return np.clip(images, 0, 255).astype(np.uint8), masks
+
+
+def tiny_model(input_shape=(None, None, 3), name="tiny"):
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
+                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
+    return reseg_tf.build_model(config, input_shape=input_shape, name=name)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained until its probabilities are confident, its file, and image folders."""
+    keras.utils.set_random_seed(1)
+    root = tmp_path_factory.mktemp("export")
+    model = tiny_model()
+    images, masks = block_images(32)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
+    model_path = root / "tiny.keras"
+    model.save(model_path)
+    representative = root / "representative"
+    representative.mkdir()
+    for i, image in enumerate(block_images(12, seed=1)[0]):
+        Image.fromarray(image).save(representative / f"{i:02d}.png")
+    return model, model_path, representative
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    _, model_path, representative = trained
+    output = tmp_path_factory.mktemp("export_out") / "tiny"
+    return export.export_model(model_path, output, image_size=SIZE, representative_data=representative)
+
+
+def test_model_is_trained(trained):
+    model, _, _ = trained
+    images, masks = block_images(4, seed=5)
+    probabilities = model.predict(images.astype(np.float32), verbose=0)
+    assert np.mean(probabilities.argmax(-1) == masks) > 0.95
+    assert probabilities.max(-1).mean() > 0.6  # far from uniform (1/3)
+
+
+def test_layout_report_and_serving_doc(exported):
+    output = exported.output_dir
+    assert exported.version == 1
+    assert exported.saved_model_dir == output / "saved_model" / "1"
+    assert (exported.saved_model_dir / "saved_model.pb").is_file()
+    assert sorted(exported.tflite_paths) == sorted(export.TFLITE_VARIANTS)
+    assert all(path.parent == output / "tflite" / "1" for path in exported.tflite_paths.values())
+    assert not [p for p in (output / "saved_model").iterdir() if p.name.startswith(".")]
+
+    report = json.loads((output / "export_report.json").read_text())
+    assert report == json.loads(json.dumps(exported.report))
+    rows = {row["artifact"]: row for row in report["rows"]}
+    assert set(rows) == {"saved_model", *(f"tflite_{v}" for v in export.TFLITE_VARIANTS)}
+    assert all(row["passed"] and row["size_bytes"] > 0 and row["latency_ms"] > 0 for row in rows.values())
+    assert rows["saved_model"]["max_prob_diff"] < 1e-4
+    assert set(rows["saved_model"]["prob_diff_by_signature"]) == {
+        "serving_default", "serving_uint8", "serving_bytes", "saved_model_cli_run"}
+    assert rows["tflite_fp32"]["max_prob_diff"] < 1e-4
+    assert rows["tflite_fp16"]["agreement"] >= 0.995
+    assert rows["tflite_int8"]["agreement"] >= 0.97
+    assert report["verification_images"] == "real"
+
+    serving = (output / "serving.md").read_text()
+    assert "docker run" in serving and "-e MODEL_NAME=tiny" in serving
+    assert str((output / "saved_model").resolve()) in serving
+    assert '"b64"' in serving and "serving_bytes" in serving and "image_bytes" in serving
+    assert "/v1/models/tiny:predict" in serving
+
+
+def test_saved_model_has_no_gpu_only_ops(exported):
+    ops = export.saved_model_op_types(exported.saved_model_dir)
+    assert "DecodeImage" in ops or "DecodePng" in ops  # the op walk sees inside functions
+    assert not [op for op in ops if "Cudnn" in op]
+
+
+def test_signatures_answer_and_match_keras(trained, exported):
+    model, _, _ = trained
+    loaded = tf.saved_model.load(str(exported.saved_model_dir))
+    images = block_images(2, size=(24, 40), seed=3)[0]  # the model accepts any size
+    expected = model.predict(images.astype(np.float32), verbose=0)
+
+    default = loaded.signatures["serving_default"]
+    assert default.structured_input_signature[1]["images"].shape.as_list() == [None, None, None, 3]
+    outputs = default(images=tf.constant(images, tf.float32))
+    assert set(outputs) == {"probabilities", "classes"}
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-4)
+    assert outputs["classes"].dtype == tf.int32
+    np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(-1))
+
+    from_uint8 = loaded.signatures["serving_uint8"](images=tf.constant(images, tf.uint8))
+    np.testing.assert_allclose(from_uint8["probabilities"].numpy(), expected, atol=1e-4)
+
+    encoded = tf.stack([tf.io.encode_png(images[0]), tf.io.encode_png(images[1])])
+    from_bytes = loaded.signatures["serving_bytes"](image_bytes=encoded)
+    np.testing.assert_allclose(from_bytes["probabilities"].numpy(), expected, atol=1e-4)
+    np.testing.assert_array_equal(from_bytes["classes"].numpy(), expected.argmax(-1))
+
+    jpeg = loaded.signatures["serving_bytes"](image_bytes=tf.stack([tf.io.encode_jpeg(images[0])]))
+    assert jpeg["classes"].shape == (1, 24, 40)
+
+    mixed = tf.stack([tf.io.encode_png(images[0]), tf.io.encode_png(block_images(1)[0][0])])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same height and width"):
+        loaded.signatures["serving_bytes"](image_bytes=mixed)
+
+
+@pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
+def test_tflite_variant_loads_without_flex_and_agrees(trained, exported, variant):
+    model, _, _ = trained
+    interpreter = export.load_tflite(exported.tflite_paths[variant])
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not [op for op in ops if op.startswith("Flex")]
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, *SIZE, 3)
+    expected_input = np.uint8 if variant == "int8" else np.float32
+    assert interpreter.get_input_details()[0]["dtype"] == expected_input
+
+    images, _ = block_images(4, seed=7)
+    predict = export.tflite_predict_fn(interpreter)
+    probabilities = np.concatenate([predict(image) for image in images])
+    expected = model.predict(images.astype(np.float32), verbose=0)
+    agreement = np.mean(probabilities.argmax(-1) == expected.argmax(-1))
+    if variant == "fp32":
+        assert np.abs(probabilities - expected).max() < 1e-4
+    bound = {"fp32": 1.0, "fp16": 0.995, "dynamic": 0.97, "int8": 0.97}[variant]
+    assert agreement >= bound
+
+
+def test_export_again_makes_new_version_and_never_overwrites(trained, exported):
+    _, model_path, _ = trained
+    first_pb = (exported.saved_model_dir / "saved_model.pb").read_bytes()
+    second = export.export_model(model_path, exported.output_dir, image_size=SIZE, tflite="fp32", verify=False)
+    assert second.version == 2
+    assert (exported.output_dir / "saved_model" / "2" / "saved_model.pb").is_file()
+    assert (exported.saved_model_dir / "saved_model.pb").read_bytes() == first_pb
+    assert exported.tflite_paths["int8"].is_file()  # version 1's files are untouched
+    with pytest.raises(FileExistsError, match="saved_model/1"):
+        export.export_model(model_path, exported.output_dir, image_size=SIZE, tflite=(), version=1)
+
+
+def test_failed_verification_publishes_nothing(trained, tmp_path, monkeypatch):
+    _, model_path, representative = trained
+    monkeypatch.setitem(export.MIN_AGREEMENT, "fp16", 1.01)
+    with pytest.raises(export.ExportVerificationError, match="tflite_fp16"):
+        export.export_model(model_path, tmp_path / "out", image_size=SIZE, tflite="fp16",
+                            representative_data=representative)
+    assert list((tmp_path / "out" / "saved_model").iterdir()) == []
+    assert not (tmp_path / "out" / "tflite").exists()
+    assert not (tmp_path / "out" / "export_report.json").exists()
+
+
+def test_converter_crash_or_failure_in_subprocess_is_a_clear_error(tmp_path):
+    with pytest.raises(export.TFLiteConversionError, match="TFLite converter .*fp32"):
+        export.convert_tflite(tmp_path / "no_such_saved_model", "fp32", tmp_path / "x.tflite", isolate=True)
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        export.load_reseg_model(tmp_path / "missing.keras")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        export.load_reseg_model(tmp_path)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="corrupt.keras"):
+        export.load_reseg_model(corrupt)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save(tmp_path / "dense.keras")
+    with pytest.raises(ValueError, match="dense.keras.*not a ReSeg model"):
+        export.load_reseg_model(tmp_path / "dense.keras")
+
+
+def test_image_size_must_be_allowed_by_the_model():
+    fixed = tiny_model(input_shape=(32, 32, 3), name="fixed")
+    assert export.resolve_image_size(fixed) == (32, 32)
+    with pytest.raises(ValueError, match="64x64 is not allowed.*fixed at 32"):
+        export.resolve_image_size(fixed, (64, 64))
+    any_size = tiny_model()
+    assert export.resolve_image_size(any_size, (48, 64)) == (48, 64)
+    with pytest.raises(ValueError, match="1x1 is not allowed.*at least 2x2"):
+        export.resolve_image_size(any_size, (1, 1))
+    with pytest.raises(ValueError, match="accepts any image size; pass image_size"):
+        export.resolve_image_size(any_size)
+    assert export.resolve_image_size(reseg_tf.build_model("demo")) == (180, 240)
+
+
+def test_bad_representative_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        export.find_images(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty.*has no images"):
+        export.find_images(empty)
+    (empty / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+        export.load_images(export.find_images(empty), SIZE)
+    camvid = tmp_path / "camvid"
+    (camvid / "train").mkdir(parents=True)
+    (camvid / "trainannot").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(camvid / "train" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(camvid / "trainannot" / "a.png")
+    assert export.find_images(camvid) == [camvid / "train" / "a.png"]
+
+
+def test_int8_without_images_is_a_clear_error(trained, tmp_path, monkeypatch):
+    _, model_path, _ = trained
+    monkeypatch.setattr(export, "_sample_data_dir", lambda: None)
+    with pytest.raises(ValueError, match="int8 TFLite needs real images"):
+        export.export_model(model_path, tmp_path / "out", image_size=SIZE, tflite="int8")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out" / "saved_model").glob("[0-9]*"))
+
+
+def test_cli_export(trained, tmp_path, capsys):
+    _, model_path, _ = trained
+    output = tmp_path / "cli_out"
+    code = cli.main(["export", "--model", str(model_path), "--output", str(output),
+                     "--image-size", "32", "32", "--tflite", "fp32", "--no-verify"])
+    assert code == 0
+    assert (output / "saved_model" / "1" / "saved_model.pb").is_file()
+    assert (output / "tflite" / "1" / "tiny_fp32.tflite").is_file()
+
+    assert cli.main(["export", "--model", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert cli.main(["export", "--model", str(model_path), "--output", str(output),
+                     "--image-size", "32", "32", "--tflite", "fp64"]) == 2
+    assert "unknown TFLite variant" in capsys.readouterr().err
+
+    parser = cli.build_parser()
+    export_parser = next(action for action in parser._subparsers._group_actions).choices["export"]
+    assert all(action.help for action in export_parser._actions)
