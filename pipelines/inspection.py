@@ -176,7 +176,9 @@ def colorize(labels, palette):
 
 def _overlay_tile(image, labels, palette, alpha, caption, tile_size):
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(labels, palette)
-    tile = cv2.resize(blended.astype(np.uint8), tile_size[::-1], interpolation=cv2.INTER_AREA)
+    # Enlarged tiles keep label edges sharp (nearest); reduced ones average (area).
+    interpolation = cv2.INTER_NEAREST if tile_size[1] > image.shape[1] else cv2.INTER_AREA
+    tile = cv2.resize(blended.astype(np.uint8), tile_size[::-1], interpolation=interpolation)
     tile = cv2.cvtColor(tile, cv2.COLOR_RGB2BGR)
     cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)

@@ -93,7 +93,8 @@ def _read_pil_mask(convert):
     """In-graph reader of masks that need PIL (palette indices, which TF cannot decode)."""
 
     def read(path):
-        with Image.open(path.decode()) as image:
+        # Graph mode passes bytes, eager mode a 0-d bytes array.
+        with Image.open(np.asarray(path).item().decode()) as image:
             return convert(image).astype(np.int32)
 
     def read_in_graph(path):

@@ -94,6 +94,96 @@ COMMANDS = [_add_summary, _add_presets]
 COMMANDS.append(_add_export)
 
 
+def _add_data_source_flags(parser):
+    """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
+    from pipelines import SOURCES
+
+    parser.add_argument("--dataset", default="camvid", choices=sorted(SOURCES),
+                        help="data source; default: camvid")
+    parser.add_argument("--data-dir", default=None,
+                        help="dataset root folder; default (camvid only): the embedded CamVid sample")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="folder datasets: number of classes (mask values 0..N-1)")
+    parser.add_argument("--ignore-value", default=None,
+                        help="folder datasets: mask value meaning void, or 'none'; default: 255")
+    parser.add_argument("--images", choices=("rgb", "gray"), default=None,
+                        help="weizmann_horse: which image folder to read; default: rgb")
+    parser.add_argument("--variant", choices=("auto", "original", "256"), default=None,
+                        help="oxford_flowers17: jpg/+trimaps/ ('original') or images_256/+labels_256/ "
+                             "('256'); default: auto")
+
+
+def _data_source_options(args):
+    """The source constructor options from the flags; refuses flags of another dataset."""
+    flags = {"num_classes": ("folder", args.num_classes), "ignore_value": ("folder", args.ignore_value),
+             "images": ("weizmann_horse", args.images), "variant": ("oxford_flowers17", args.variant)}
+    options = {}
+    for option, (dataset, value) in flags.items():
+        if value is None:
+            continue
+        if dataset != args.dataset:
+            raise CliError(f"--{option.replace('_', '-')} applies to --dataset {dataset} only")
+        options[option] = value
+    if "ignore_value" in options:
+        text = options["ignore_value"]
+        if text.lower() != "none" and not text.isdigit():
+            raise CliError(f"--ignore-value must be an integer 0..255 or 'none', got {text!r}")
+        options["ignore_value"] = None if text.lower() == "none" else int(text)
+    return options
+
+
+def _add_verify_dataset(subparsers):
+    parser = subparsers.add_parser(
+        "verify-dataset", help="Check every image/mask pair of a dataset and print its statistics.",
+        description="Decodes every pair; prints counts per split, image sizes, class pixel shares and "
+                    "median-frequency class weights. Exit code 1 (with a list of every bad file and "
+                    "what is wrong) if any file is unusable.",
+    )
+    _add_data_source_flags(parser)
+    parser.add_argument("--split", action="append", default=None,
+                        help="split to check (repeatable); default: every split on disk")
+
+    def handler(args):
+        from pipelines import verify_dataset
+
+        report = verify_dataset(args.dataset, args.data_dir, splits=args.split, **_data_source_options(args))
+        print(report.format())
+        return 0 if report.ok else 1
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_show_dataset(subparsers):
+    parser = subparsers.add_parser(
+        "show-dataset", help="Write a PNG grid of dataset images with colored mask overlays.",
+        description="Blends each mask's class colors over its image (void in the last legend color) "
+                    "and writes a grid of the first --count examples of --split, with a legend.",
+    )
+    _add_data_source_flags(parser)
+    parser.add_argument("--split", default="train", help="split to show; default: train")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--count", type=int, default=8, help="number of examples; default: 8")
+    parser.add_argument("--columns", type=int, default=4, help="tiles per row; default: 4")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+
+    def handler(args):
+        from pipelines import show_dataset
+
+        try:
+            path = show_dataset(args.dataset, args.split, args.output, data_dir=args.data_dir,
+                                count=args.count, columns=args.columns, overwrite=args.overwrite,
+                                **_data_source_options(args))
+        except FileExistsError as error:
+            raise CliError(str(error)) from error
+        print(f"wrote {path}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS.extend([_add_verify_dataset, _add_show_dataset])
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="reseg",
