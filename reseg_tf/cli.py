@@ -96,10 +96,11 @@ COMMANDS.append(_add_export)
 
 def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
-    from pipelines import SOURCES
-
-    parser.add_argument("--dataset", default="camvid", choices=sorted(SOURCES),
-                        help="data source; default: camvid")
+    # No `choices` from pipelines.SOURCES: importing pipelines (TensorFlow) here would slow down
+    # every `reseg` call; get_source rejects unknown names with the list of known ones.
+    parser.add_argument("--dataset", default="camvid",
+                        help="data source: camvid, weizmann_horse, oxford_flowers17 or folder; "
+                             "default: camvid")
     parser.add_argument("--data-dir", default=None,
                         help="dataset root folder; default (camvid only): the embedded CamVid sample")
     parser.add_argument("--num-classes", type=int, default=None,
