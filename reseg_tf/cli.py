@@ -94,6 +94,128 @@ COMMANDS = [_add_summary, _add_presets]
 COMMANDS.append(_add_export)
 
 
+def _add_train(subparsers):
+    from reseg_tf.training import TrainConfig
+
+    defaults = TrainConfig()
+    parser = subparsers.add_parser(
+        "train", help="Train ReSeg with model.fit; with no flags, the demo preset on the embedded CamVid sample.",
+        description="Train a ReSeg preset on a dataset, keep the best model on validation mean IoU and "
+        "write OUTPUT/{model.keras, metrics.json, history.csv, tensorboard/, predictions/}. An "
+        "interrupted run resumes from OUTPUT/backup/ when the same command is run again.",
+    )
+    parser.add_argument("--preset", default=defaults.preset, help="model preset (see `reseg presets`); default: demo")
+    _add_data_source_flags(parser)
+    parser.add_argument("--output", default=None, help="output directory; default: runs/<preset>")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum epochs; default: 60 for demo, 200 otherwise (early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step; default: 5")
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="train at this height and width; default: the preset's size")
+    parser.add_argument("--optimizer", default=defaults.optimizer, choices=("adadelta", "adam", "sgd", "rmsprop"),
+                        help="default: adadelta with the paper's settings (lr 1.0, rho 0.95, eps 1e-6)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="default per optimizer: adadelta 1.0, adam 1e-3, sgd 1e-2 (momentum 0.9), rmsprop 1e-3")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                        help="L2 coefficient on trainable kernels, added to the per-pixel mean loss; "
+                        "default: 1e-3 (the paper); 0 disables it")
+    parser.add_argument("--class-balance", action="store_true",
+                        help="weight pixels by median-frequency class balancing (computed on the train split)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment,
+                        help="random augmentation of the training images; default: on")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="batches per epoch (the training set repeats); default: one pass over it")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="stop after this many epochs without a better val mean IoU; default: 20")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed; default: 0")
+    parser.add_argument("--mixed-precision", action="store_true", help="train with the mixed_float16 policy")
+    parser.add_argument("--vgg-weights", default=None,
+                        help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished run in --output instead of refusing")
+
+    def handler(args):
+        from reseg_tf.run_files import OutputLockedError
+        from reseg_tf.training import TrainingDivergedError, train
+
+        try:
+            train(
+                preset=args.preset, dataset=args.dataset, data_dir=args.data_dir,
+                dataset_options=_data_source_options(args), output=args.output, epochs=args.epochs,
+                batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer,
+                learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                class_balance=args.class_balance, augment=args.augment,
+                steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
+                mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights,
+                overwrite=args.overwrite,
+            )
+        except OutputLockedError as error:
+            raise CliError(str(error)) from error
+        except TrainingDivergedError as error:
+            print(f"reseg train: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate", help="Evaluate a trained model on a dataset split (the paper's Table 3 metrics).",
+        description="Per-class accuracy and IoU, global accuracy, average class accuracy and mean IoU "
+        "over all classes, at the labels' full resolution (void ignored).",
+    )
+    parser.add_argument("--model", required=True, help="the trained model's .keras file")
+    _add_data_source_flags(parser)
+    parser.add_argument("--split", default="val", help="split to evaluate (train, val, test, ...); default: val")
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="run the model at this size (probabilities are resized back); "
+                        "default: the model's input size")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to this JSON file")
+
+    def handler(args):
+        from reseg_tf.evaluation import evaluate, format_table
+
+        summary = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                           image_size=args.image_size, json_path=args.json, **_data_source_options(args))
+        print(f"{summary['dataset']} {args.split} ({summary['num_images']} images), {args.model}:")
+        print(format_table(summary))
+        if args.json:
+            print(f"wrote {args.json}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_predict(subparsers):
+    parser = subparsers.add_parser(
+        "predict", help="Segment images: class-index PNGs (and color overlays) of any size.",
+        description="Write OUTPUT/NAME.png (uint8 class indices at the image's size) for each image, "
+        "and OUTPUT/NAME_overlay.png with --overlay. Unreadable images are skipped with a message; "
+        "the exit code is then 1.",
+    )
+    parser.add_argument("--model", required=True, help="the trained model's .keras file")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    parser.add_argument("--output", required=True, help="folder for the predicted PNGs")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write color overlays (CamVid palette for 11 classes, black/white for 2)")
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="run the model at this size; default: the model's input size")
+
+    def handler(args):
+        from reseg_tf.prediction import predict
+
+        report = predict(args.model, args.inputs, args.output, overlay=args.overlay, image_size=args.image_size)
+        images = len(report["written"]) // (2 if args.overlay else 1)
+        print(f"segmented {images} image(s) into {args.output}; skipped {len(report['skipped'])}")
+        return 1 if report["skipped"] else 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS.extend([_add_train, _add_evaluate, _add_predict])
+
+
 def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
     # No `choices` from pipelines.SOURCES: importing pipelines (TensorFlow) here would slow down

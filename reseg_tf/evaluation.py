@@ -1,0 +1,209 @@
+"""Evaluation of a ReSeg model on a dataset split: `reseg_tf.evaluate(...)` and `reseg evaluate`.
+
+Metrics are computed at the labels' full resolution. A model saved with a fixed input size
+(as `reseg_tf.train` saves it) sees each image resized (bilinear) to that size; its class
+probabilities are resized back (bilinear) to the label size before the argmax. A model with
+`None` height/width runs at the native size.
+"""
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from reseg_tf.metrics import summarize_confusion
+from reseg_tf.models import ReSegModel, config_from_model
+from reseg_tf.run_files import atomic_write_bytes, atomic_write_json
+
+
+def load_reseg_model(path):
+    """Loads a `.keras` ReSeg model (uncompiled, `safe_mode=True`); clear errors otherwise."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--model {path} is a directory; give the path of a .keras model file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for foreign, corrupt or unsafe files.
+        raise ValueError(f"could not load {path} as a Keras model: {error}") from error
+    try:
+        config_from_model(model)
+    except ValueError:
+        raise ValueError(f"{path} is a Keras model ({type(model).__name__} {model.name!r}) but not a "
+                         "ReSeg model; give a model saved by `reseg train` or reseg_tf.build_model.") from None
+    return model
+
+
+def model_input_size(model):
+    """`(height, width)` the model was built for, or None if it accepts any size."""
+    height, width = model.input_shape[1:3]
+    return (height, width) if height and width else None
+
+
+class Predictor:
+    """Class probabilities of a model at any image size (see the module docstring).
+
+    Args:
+        model: a ReSeg Keras model.
+        image_size: `(height, width)` to run the model at; default its fixed input size, if any.
+    """
+
+    def __init__(self, model, image_size=None):
+        fixed_size = model_input_size(model)
+        self.image_size = tuple(image_size) if image_size else fixed_size
+        if fixed_size is not None and self.image_size != fixed_size:
+            # A model saved with a fixed input size cannot take another one: same weights, new input.
+            twin = ReSegModel(config_from_model(model), input_shape=(*self.image_size, 3), name=model.name)
+            twin.set_weights(model.get_weights())
+            model = twin
+        self.model = model
+        self._run = tf.function(self._probabilities, reduce_retracing=True)
+
+    def _probabilities(self, images):
+        output_size = tf.shape(images)[1:3]
+        inputs = tf.cast(images, tf.float32)
+        if self.image_size is not None:
+            inputs = tf.image.resize(inputs, self.image_size, method="bilinear")
+        probabilities = tf.cast(self.model(inputs, training=False), tf.float32)
+        if self.image_size is not None:
+            probabilities = tf.image.resize(probabilities, output_size, method="bilinear")
+        return probabilities
+
+    def probabilities(self, images):
+        """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images."""
+        return self._run(tf.convert_to_tensor(images))
+
+    def classes(self, images):
+        """uint8 `(B, H, W)` argmax class indices."""
+        return tf.cast(tf.argmax(self.probabilities(images), axis=-1), tf.uint8)
+
+
+def _check_classes(model, source):
+    model_classes = config_from_model(model).num_classes
+    if model_classes != source.num_classes:
+        raise ValueError(f"the model predicts {model_classes} classes but dataset {source.name!r} "
+                         f"has {source.num_classes}.")
+
+
+def _examples(source, split):
+    import pipelines
+
+    # Batch 1 at native size: datasets may mix image sizes; deterministic keeps the file order.
+    return pipelines.make_dataset(source, split, batch_size=1, image_size=None, shuffle=False,
+                                  cache=False, deterministic=True)
+
+
+def evaluate_model(model, source, split, image_size=None, verbose=1):
+    """Streams a split through the model and returns `summarize_confusion`'s dict plus
+    `baseline_mean_iou` (predicting the split's most frequent class everywhere) and
+    `num_images`."""
+    _check_classes(model, source)
+    predictor = Predictor(model, image_size)
+    num_classes = source.num_classes
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    count = len(source.pairs(split))
+    progress = keras.utils.Progbar(count, verbose=1 if verbose == 1 else 0, unit_name="image")
+    for step, (images, labels, *_) in enumerate(_examples(source, split), start=1):
+        classes = predictor.classes(images).numpy().astype(np.int64).ravel()
+        truth = labels.numpy().astype(np.int64).ravel()
+        valid = (truth >= 0) & (truth < num_classes)
+        confusion += np.bincount(truth[valid] * num_classes + classes[valid],
+                                 minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        progress.update(step)
+    summary = summarize_confusion(confusion, source.class_names)
+    pixels = confusion.sum()
+    summary["baseline_mean_iou"] = float(confusion.sum(axis=1).max() / pixels / num_classes) if pixels else 0.0
+    summary["num_images"] = count
+    return summary
+
+
+def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=None, json_path=None,
+             verbose=1, **dataset_options):
+    """Evaluates a ReSeg model (a Keras model or a `.keras` path) on a dataset split.
+
+    Args:
+        model: a ReSeg model or the path of its `.keras` file.
+        dataset: a `pipelines` source name (or a `DataSource`).
+        data_dir: dataset root (camvid: default the embedded sample).
+        split: `train`, `val`, `test`, ... (`source.splits`).
+        image_size: `(height, width)` to run the model at (default: its input size).
+        json_path: if given, the result is also written there (atomically).
+        verbose: 1 shows a progress bar.
+        **dataset_options: passed to `pipelines.get_source` (e.g. `num_classes` for `folder`).
+
+    Returns:
+        The `metrics.json`-style dict (`global_acc`, `avg_class_acc`, `mean_iou`, `class_acc`,
+        `class_iou`, ...), fractions in [0, 1].
+    """
+    import pipelines
+
+    if not isinstance(model, keras.Model):
+        model_path = os.fspath(model)
+        model = load_reseg_model(model_path)
+    else:
+        model_path = None
+    source = pipelines.get_source(dataset, data_dir, **dataset_options)
+    summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose)
+    summary.update(dataset=source.name, split=split, data_dir=source.data_dir, model=model_path)
+    if json_path:
+        atomic_write_json(json_path, summary)
+    return summary
+
+
+def format_table(summary, class_names=None):
+    """The paper's Table 3 layout: per-class accuracy and IoU, global acc, avg class acc, mean
+    IoU, in percent."""
+    names = list(class_names or summary["class_acc"])
+    width = max(9, *(len(name) for name in names))
+    header = ["", *names, "Global acc", "Avg class acc", "Mean IoU"]
+    rows = [
+        ["Class acc", *(summary["class_acc"][n] for n in names), summary["global_acc"],
+         summary["avg_class_acc"], summary["mean_iou"]],
+        ["Class IoU", *(summary["class_iou"][n] for n in names), "", "", ""],
+    ]
+    widths = [max(9, len(h)) for h in header]
+    widths[0] = max(width, 9)
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [(f"{100 * v:.1f}" if v != "" else "").rjust(w) for v, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    absent = summary.get("classes_without_ground_truth") or []
+    if absent:
+        lines.append(f"(no ground truth for {', '.join(absent)}: counted as 0 in the averages)")
+    return "\n".join(lines)
+
+
+def colorize(classes, palette):
+    """uint8 RGB `(H, W, 3)` of class indices `(H, W)`; indices past the palette get its last color."""
+    palette = np.asarray(palette, np.uint8)
+    return palette[np.clip(np.asarray(classes), 0, len(palette) - 1)]
+
+
+def write_png(path, rgb_or_gray):
+    """Writes a uint8 `(H, W)` or `(H, W, C)` array as PNG, atomically."""
+    array = np.asarray(rgb_or_gray, np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    atomic_write_bytes(path, tf.io.encode_png(array).numpy())
+
+
+def write_prediction_strips(model, source, split, output_dir, count=4, image_size=None):
+    """Writes `count` PNG strips `image | ground truth | prediction` of a split to `output_dir`."""
+    if count <= 0:
+        return []
+    predictor = Predictor(model, image_size)
+    pairs = source.pairs(split)[:count]
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for (image_path, _), (images, labels, *_) in zip(pairs, _examples(source, split).take(count)):
+        image = images[0].numpy().round().clip(0, 255).astype(np.uint8)
+        truth = colorize(labels[0].numpy(), source.palette)
+        prediction = colorize(predictor.classes(images)[0].numpy(), source.palette)
+        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        path = os.path.join(output_dir, f"{len(written):02d}_{stem}.png")
+        write_png(path, np.concatenate([image, gap, truth, gap, prediction], axis=1))
+        written.append(path)
+    return written

@@ -1,0 +1,178 @@
+"""`reseg train / evaluate / predict` end to end on a tiny synthetic CamVid-layout dataset.
+
+One 1-epoch CLI training run (module fixture) is shared by the artifact, evaluate and predict
+tests; the resume test interrupts a second run after its first backup.
+"""
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from reseg_tf import cli, training
+from reseg_tf.evaluation import load_reseg_model
+
+SIZE = 32
+VOID = 11
+
+
+def _write_camvid(root, counts=(("train", 4), ("val", 2)), seed=0):
+    """SegNet layout, 32x32: a left half of class 3 (Road), a right half of 0 (Sky), a void
+    square, images colored by class so the task is learnable."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts:
+        os.makedirs(root / split), os.makedirs(root / f"{split}annot")
+        lines = []
+        for index in range(count):
+            labels = np.zeros((SIZE, SIZE), np.uint8)
+            labels[:, : SIZE // 2 + index] = 3
+            labels[4:8, 4:8] = VOID
+            image = np.where(labels[..., None] == 3, [128, 64, 128], [128, 128, 128]).astype(np.uint8)
+            image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+            name = f"{split}_{index}.png"
+            Image.fromarray(image).save(root / split / name)
+            Image.fromarray(labels).save(root / f"{split}annot" / name)
+            lines.append(f"{split}/{name} {split}annot/{name}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _train_args(data_dir, output, *extra):
+    return ["train", "--data-dir", str(data_dir), "--output", str(output), "--epochs", "1",
+            "--image-size", str(SIZE), str(SIZE), "--batch-size", "2", "--no-augment", *extra]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return _write_camvid(tmp_path_factory.mktemp("camvid"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "tiny"
+    assert cli.main(_train_args(data_dir, output, "--optimizer", "adam")) == 0
+    return output
+
+
+def test_train_writes_every_artifact(trained_run):
+    for name in ("model.keras", "metrics.json", "history.csv", "run.json"):
+        assert (trained_run / name).is_file(), name
+    assert not (trained_run / "backup").exists()
+    assert not (trained_run / ".reseg.lock").exists()
+    assert any((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
+    strips = sorted((trained_run / "predictions").glob("*.png"))
+    assert len(strips) == 2  # the val split has 2 images
+    assert Image.open(strips[0]).size == (3 * SIZE + 8, SIZE)  # image | truth | prediction
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("global_acc", "avg_class_acc", "mean_iou", "baseline_mean_iou"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert len(metrics["class_acc"]) == len(metrics["class_iou"]) == 11
+    # Classes 0 and 3 only: the other 9 have no ground truth and count as 0.
+    assert len(metrics["classes_without_ground_truth"]) == 9
+    assert metrics["num_pixels"] == 2 * (SIZE * SIZE - 16)
+
+    with open(trained_run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1"]
+    assert "val_mean_iou" in rows[0] and "val_global_acc" in rows[0]
+    assert json.loads((trained_run / "run.json").read_text())["state"] == "finished"
+    model = load_reseg_model(trained_run / "model.keras")
+    assert model.input_shape == (None, SIZE, SIZE, 3)
+
+
+def test_finished_run_is_refused_naming_the_flags(trained_run, data_dir, capsys):
+    before = (trained_run / "model.keras").stat().st_mtime_ns
+    assert cli.main(_train_args(data_dir, trained_run)) == 2
+    error = capsys.readouterr().err
+    assert "finished run" in error and "--overwrite" in error and "--output" in error
+    assert (trained_run / "model.keras").stat().st_mtime_ns == before
+
+
+def test_evaluate_prints_table_and_writes_json(trained_run, data_dir, tmp_path, capsys):
+    json_path = tmp_path / "eval.json"
+    code = cli.main(["evaluate", "--model", str(trained_run / "model.keras"), "--dataset", "camvid",
+                     "--data-dir", str(data_dir), "--split", "val", "--json", str(json_path)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "Global acc" in table and "Mean IoU" in table and "Road" in table
+    result = json.loads(json_path.read_text())
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    # Same model, same split, same resolution: the numbers training reported.
+    assert result["mean_iou"] == pytest.approx(trained["mean_iou"])
+    assert result["class_iou"] == pytest.approx(trained["class_iou"])
+
+
+def test_evaluate_resizes_probabilities_to_label_size(trained_run, data_dir):
+    from reseg_tf.evaluation import evaluate
+
+    summary = evaluate(str(trained_run / "model.keras"), "camvid", str(data_dir), "val", image_size=(16, 16),
+                       verbose=0)
+    assert summary["num_pixels"] == 2 * (SIZE * SIZE - 16)  # counted at the labels' 32x32
+
+
+def test_predict_any_size_overlay_and_bad_image(trained_run, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray(np.full((20, 50, 3), 128, np.uint8)).save(inputs / "wide.png")
+    Image.fromarray(np.full((40, 30), 90, np.uint8)).save(inputs / "gray.jpg")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    output = tmp_path / "out"
+    code = cli.main(["predict", "--model", str(trained_run / "model.keras"), str(inputs),
+                     "--output", str(output), "--overlay"])
+    captured = capsys.readouterr()
+    assert code == 1  # one image was skipped
+    assert "broken.png" in captured.out and "skipped" in captured.out
+    classes = np.asarray(Image.open(output / "wide.png"))
+    assert classes.shape == (20, 50) and classes.max() < 11
+    assert np.asarray(Image.open(output / "wide_overlay.png")).shape == (20, 50, 3)
+    assert np.asarray(Image.open(output / "gray.png")).shape == (40, 30)
+    assert not (output / "broken.png").exists()
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, data_dir, capsys):
+    assert cli.main(["train", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert cli.main(["train", "--dataset", "nope", "--output", str(tmp_path / "a")]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    assert cli.main(["train", "--data-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "b")]) == 2
+    assert "not found" in capsys.readouterr().err
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)).save(tmp_path / "plain.keras")
+    assert cli.main(["evaluate", "--model", str(tmp_path / "plain.keras"), "--data-dir", str(data_dir)]) == 2
+    assert "not a ReSeg model" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "history.csv").write_text("mine\n")
+    assert cli.main(_train_args(data_dir, foreign)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (foreign / "history.csv").read_text() == "mine\n"
+
+
+class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "resumed"
+    make_callbacks = training._callbacks
+    # Ctrl-C right after epoch 1 was backed up (the interrupting callback runs after the backup).
+    monkeypatch.setattr(training, "_callbacks",
+                        lambda *args: make_callbacks(*args) + [_InterruptAfterFirstEpoch()])
+    assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 130
+    assert "run the same command again to resume" in capsys.readouterr().out
+    assert (output / "backup" / "training_metadata.json").is_file()
+    assert not (output / "metrics.json").exists()
+    assert not (output / ".reseg.lock").exists()
+
+    monkeypatch.setattr(training, "_callbacks", make_callbacks)
+    assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 0
+    assert "Resuming the unfinished run" in capsys.readouterr().out
+    with open(output / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 2
+    assert not (output / "backup").exists()
