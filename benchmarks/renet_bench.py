@@ -1,0 +1,162 @@
+"""Times one ReNet layer on the CPU: stock Keras bidirectional GRUs vs ReNetLayer's fast paths.
+
+Prints one JSON line. All paths run in the same process, interleaved repeat by repeat, and the
+medians are compared, because the machine is shared and its speed drifts.
+
+Paths:
+- `reference`: `keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True))` on
+  the folded columns, then on the folded rows (the design card's shape), with the weights of
+  the ReNetLayer copied in, so outputs are comparable.
+- `fp32`: `ReNetLayer(implementation="fast")`.
+- `bf16`: `ReNetLayer(implementation="fast_bf16")` (the fastest CPU mode).
+
+"fwd" is one call; "fwd_bwd" is one call plus the gradients of a loss with respect to the
+layer's weights and its input (as in a ReNet layer that is not the first one). GFLOP/s count the
+matmuls only (input projections and recurrent products; fwd+bwd = 3x fwd). The relative
+difference is `max|out - ref| / max|ref|` over the whole output.
+
+Usage: python benchmarks/renet_bench.py [--quick] [--repeats N]
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from reseg_tf.layers import ReNetLayer  # noqa: E402
+
+FULL_SHAPE = dict(batch=5, height=90, width=120, channels=256, units=100)
+QUICK_SHAPE = dict(batch=2, height=12, width=16, channels=32, units=16)
+
+
+class StockReNet(keras.layers.Layer):
+    """Reference ReNet layer (patch 1x1): Bidirectional GRUs on folded columns, then rows."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.columns = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True))
+        self.rows = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True))
+
+    def build(self, input_shape):
+        self.columns.build((None, None, input_shape[-1]))
+        self.rows.build((None, None, 2 * self.units))
+
+    def call(self, x):
+        shape = tf.shape(x)
+        batch, height, width = shape[0], shape[1], shape[2]
+        columns = tf.reshape(tf.transpose(x, (0, 2, 1, 3)), (-1, height, x.shape[-1]))
+        y = tf.reshape(self.columns(columns), (batch, width, height, 2 * self.units))
+        rows = tf.reshape(tf.transpose(y, (0, 2, 1, 3)), (-1, width, 2 * self.units))
+        return tf.reshape(self.rows(rows), (batch, height, width, 2 * self.units))
+
+    def copy_weights_from(self, renet):
+        for bidirectional, (forward, backward) in ((self.columns, (renet.down, renet.up)),
+                                                   (self.rows, (renet.right, renet.left))):
+            bidirectional.forward_layer.set_weights(forward.get_weights())
+            bidirectional.backward_layer.set_weights(backward.get_weights())
+
+
+def matmul_gflop_fwd(shape):
+    """Matmul GFLOP of one forward pass (both sweeps, both directions, all steps)."""
+    b, h, w, c, u = (shape[k] for k in ("batch", "height", "width", "channels", "units"))
+    positions = b * h * w
+    per_direction = lambda depth: positions * (2 * depth * 3 * u + 2 * u * 3 * u)  # noqa: E731
+    return 2 * (per_direction(c) + per_direction(2 * u)) / 1e9
+
+
+def make_steps(layer, x, cotangent):
+    @tf.function(autograph=False)
+    def forward():
+        return layer(x)
+
+    @tf.function(autograph=False)
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * cotangent)
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        return tf.add_n([tf.reduce_sum(g) for g in grads])
+
+    return forward, forward_backward
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    np.asarray(out)  # waits for the result
+    return time.perf_counter() - start
+
+
+def matmul_ceiling(repeats):
+    a = tf.random.normal((2048, 2048))
+    b = tf.random.normal((2048, 2048))
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    matmul()
+    seconds = statistics.median(timed(matmul) for _ in range(repeats))
+    return 2 * 2048**3 / seconds / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small shape (smoke test)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per path")
+    args = parser.parse_args()
+    shape = QUICK_SHAPE if args.quick else FULL_SHAPE
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(shape["batch"], shape["height"], shape["width"],
+                                     shape["channels"])).astype("float32"))
+    fp32 = ReNetLayer(shape["units"], implementation="fast")
+    fp32.build(x.shape)
+    bf16 = ReNetLayer(shape["units"], implementation="fast_bf16")
+    bf16.build(x.shape)
+    bf16.set_weights(fp32.get_weights())
+    reference = StockReNet(shape["units"])
+    reference.build(x.shape)
+    reference.copy_weights_from(fp32)
+    paths = {"reference": reference, "fp32": fp32, "bf16": bf16}
+
+    out_shape = (shape["batch"], shape["height"], shape["width"], 2 * shape["units"])
+    cotangent = tf.constant(rng.normal(size=out_shape).astype("float32"))
+    steps = {name: make_steps(layer, x, cotangent) for name, layer in paths.items()}
+    outputs = {name: np.asarray(fwd()) for name, (fwd, _) in steps.items()}
+    for _, fwd_bwd in steps.values():
+        fwd_bwd()  # traces
+
+    times = {(name, kind): [] for name in paths for kind in ("fwd", "fwd_bwd")}
+    for _ in range(repeats):
+        for name, (fwd, fwd_bwd) in steps.items():
+            times[name, "fwd"].append(timed(fwd))
+            times[name, "fwd_bwd"].append(timed(fwd_bwd))
+    ceiling = matmul_ceiling(repeats)
+
+    gflop = {"fwd": matmul_gflop_fwd(shape), "fwd_bwd": 3 * matmul_gflop_fwd(shape)}
+    scale = np.abs(outputs["reference"]).max()
+    result = {"shape": shape, "repeats": repeats, "ceiling_gflops": round(ceiling, 1),
+              "matmul_gflop_fwd": round(gflop["fwd"], 2)}
+    for (name, kind), samples in times.items():
+        median = statistics.median(samples)
+        result[f"{name}_{kind}_s"] = round(median, 4)
+        result[f"{name}_{kind}_gflops"] = round(gflop[kind] / median, 1)
+        result[f"{name}_{kind}_fraction_of_ceiling"] = round(gflop[kind] / median / ceiling, 3)
+    for kind in ("fwd", "fwd_bwd"):
+        base = result[f"reference_{kind}_s"]
+        result[f"speedup_{kind}_fp32"] = round(base / result[f"fp32_{kind}_s"], 2)
+        result[f"speedup_{kind}_fastest"] = round(base / result[f"bf16_{kind}_s"], 2)
+    result["max_rel_diff_fp32"] = float(np.abs(outputs["fp32"] - outputs["reference"]).max() / scale)
+    result["max_rel_diff_fastest"] = float(np.abs(outputs["bf16"] - outputs["reference"]).max() / scale)
+    result["fastest_mode"] = "fast_bf16"
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
