@@ -95,39 +95,37 @@ COMMANDS.append(_add_export)
 
 
 def _add_train(subparsers):
-    from reseg_tf.training import TrainConfig
-
-    defaults = TrainConfig()
+    # Flags left out stay None and `TrainConfig` supplies the default (one source of truth).
     parser = subparsers.add_parser(
         "train", help="Train ReSeg with model.fit; with no flags, the demo preset on the embedded CamVid sample.",
         description="Train a ReSeg preset on a dataset, keep the best model on validation mean IoU and "
         "write OUTPUT/{model.keras, metrics.json, history.csv, tensorboard/, predictions/}. An "
         "interrupted run resumes from OUTPUT/backup/ when the same command is run again.",
     )
-    parser.add_argument("--preset", default=defaults.preset, help="model preset (see `reseg presets`); default: demo")
+    parser.add_argument("--preset", default=None, help="model preset (see `reseg presets`); default: demo")
     _add_data_source_flags(parser)
     parser.add_argument("--output", default=None, help="output directory; default: runs/<preset>")
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs; default: 60 for demo, 200 otherwise (early stopping may end sooner)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step; default: 5")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step; default: 5")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="train at this height and width; default: the preset's size")
-    parser.add_argument("--optimizer", default=defaults.optimizer, choices=("adadelta", "adam", "sgd", "rmsprop"),
+    parser.add_argument("--optimizer", default=None, choices=("adadelta", "adam", "sgd", "rmsprop"),
                         help="default: adadelta with the paper's settings (lr 1.0, rho 0.95, eps 1e-6)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="default per optimizer: adadelta 1.0, adam 1e-3, sgd 1e-2 (momentum 0.9), rmsprop 1e-3")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+    parser.add_argument("--weight-decay", type=float, default=None,
                         help="L2 coefficient on trainable kernels, added to the per-pixel mean loss; "
                         "default: 1e-3 (the paper); 0 disables it")
     parser.add_argument("--class-balance", action="store_true",
                         help="weight pixels by median-frequency class balancing (computed on the train split)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment,
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random augmentation of the training images; default: on")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="batches per epoch (the training set repeats); default: one pass over it")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
+    parser.add_argument("--patience", type=int, default=None,
                         help="stop after this many epochs without a better val mean IoU; default: 20")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed; default: 0")
+    parser.add_argument("--seed", type=int, default=None, help="random seed; default: 0")
     parser.add_argument("--mixed-precision", action="store_true", help="train with the mixed_float16 policy")
     parser.add_argument("--vgg-weights", default=None,
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
@@ -138,17 +136,17 @@ def _add_train(subparsers):
         from reseg_tf.run_files import OutputLockedError
         from reseg_tf.training import TrainingDivergedError, train
 
+        settings = dict(
+            preset=args.preset, dataset=args.dataset, data_dir=args.data_dir,
+            dataset_options=_data_source_options(args), output=args.output, epochs=args.epochs,
+            batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer,
+            learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+            class_balance=args.class_balance, augment=args.augment,
+            steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
+            mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
+        )
         try:
-            train(
-                preset=args.preset, dataset=args.dataset, data_dir=args.data_dir,
-                dataset_options=_data_source_options(args), output=args.output, epochs=args.epochs,
-                batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer,
-                learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                class_balance=args.class_balance, augment=args.augment,
-                steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
-                mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights,
-                overwrite=args.overwrite,
-            )
+            train(**{name: value for name, value in settings.items() if value is not None})
         except OutputLockedError as error:
             raise CliError(str(error)) from error
         except TrainingDivergedError as error:

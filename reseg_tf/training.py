@@ -179,9 +179,13 @@ def read_history(path):
     history = []
     for row in rows:
         try:
-            history.append({key: int(value) if key == "epoch" else float(value) for key, value in row.items()})
+            history.append({key: int(value) if key == "epoch" else float(value)
+                            for key, value in row.items() if value not in ("", None)})
         except (TypeError, ValueError):
             break  # a torn last line; the epochs before it stay valid
+        if "epoch" not in history[-1]:
+            history.pop()
+            break
     return history
 
 

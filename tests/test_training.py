@@ -6,6 +6,10 @@ tests; the resume test interrupts a second run after its first backup.
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -176,3 +180,53 @@ def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
     assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 2
     assert not (output / "backup").exists()
+
+
+def _start_training(args, env):
+    return subprocess.Popen([sys.executable, "-m", "reseg_tf.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for_backup(process, output, timeout=180):
+    metadata = output / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while not metadata.exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "no backup was written"
+        time.sleep(0.1)
+    time.sleep(0.3)  # now inside the next epoch
+
+
+@pytest.mark.slow
+def test_sigint_then_sigkill_then_resume_counts_each_epoch_once(data_dir, tmp_path):
+    output = tmp_path / "killed"
+    args = _train_args(data_dir, output, "--epochs", "4", "--steps-per-epoch", "40")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    process = _start_training(args, env)
+    _wait_for_backup(process, output)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "run the same command again to resume" in out
+    assert not (output / ".reseg.lock").exists()
+
+    process = _start_training(args, env)
+    before = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
+    deadline = time.monotonic() + 180
+    while json.loads((output / "backup" / "training_metadata.json").read_text() or "{}").get("epoch") == before:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.1)
+    time.sleep(0.3)
+    process.kill()  # SIGKILL mid-epoch: the lock stays behind with a dead pid
+    process.communicate(timeout=60)
+    assert (output / ".reseg.lock").exists()
+
+    process = _start_training(args, env)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    assert "Took over the lock" in out and "Resuming the unfinished run" in out
+    with open(output / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3", "4"]
+    assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 4
+    load_reseg_model(output / "model.keras")

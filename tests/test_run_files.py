@@ -1,0 +1,117 @@
+"""Crash safety of training runs: atomic writes, the output-dir lock, NaN stop, history rows."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from reseg_tf import training
+from reseg_tf.run_files import OutputLockedError, RunLock, atomic_write_json, save_model_atomically
+
+
+def test_atomic_write_keeps_previous_file_when_writing_fails(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"mean_iou": 0.5})
+
+    class Unserializable:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"mean_iou": Unserializable()})
+    assert json.loads(path.read_text()) == {"mean_iou": 0.5}
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left behind
+
+
+def test_atomic_model_save_killed_midway_keeps_loadable_model(tmp_path):
+    path = tmp_path / "model.keras"
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    save_model_atomically(model, path)
+    # A process killed while saving: its temporary file is left, the model file is untouched.
+    code = (
+        "import os, keras, signal\n"
+        "from reseg_tf.run_files import atomic_path\n"
+        f"with atomic_path({str(path)!r}) as temporary:\n"
+        "    open(temporary, 'wb').write(b'partial zip')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored.get_weights()[0], model.get_weights()[0])
+
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}.*--output"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / RunLock.FILE_NAME).exists()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    stale = {"pid": int(dead.stdout), "host": os.uname().nodename, "start_time": 1, "purpose": "reseg train"}
+    (tmp_path / RunLock.FILE_NAME).write_text(json.dumps(stale))
+    lock = RunLock(tmp_path).acquire()
+    assert lock.took_over_from["pid"] == stale["pid"]
+    assert json.loads((tmp_path / RunLock.FILE_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_lock_of_a_reused_pid_is_stale(tmp_path):
+    # Our own pid, but recorded with another process start time: the recorded owner is gone.
+    record = {"pid": os.getpid(), "host": os.uname().nodename, "start_time": -1, "purpose": "reseg train"}
+    (tmp_path / RunLock.FILE_NAME).write_text(json.dumps(record))
+    with RunLock(tmp_path) as lock:
+        assert lock.took_over_from is not None
+
+
+def _tiny_model():
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.Conv2D(3, 1, activation="softmax")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+class _PoisonWeightsAtSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            kernel = self.model.layers[-1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint_and_backup(tmp_path):
+    from reseg_tf.losses import VoidAwareCrossEntropy
+    from reseg_tf.metrics import MeanIoU
+
+    model = _tiny_model()
+    model.compile("sgd", VoidAwareCrossEntropy(3), metrics=[MeanIoU(3)])
+    images = np.random.default_rng(0).random((4, 4, 4, 3)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 4, (4, 4, 4))
+    paths = {name: str(tmp_path / name) for name in ("history.csv", "model.keras", "backup")}
+    callbacks = [
+        training.StopOnNonFiniteLoss(),
+        _PoisonWeightsAtSecondEpoch(),
+        training.EpochHistoryCSV(paths["history.csv"]),
+        training.BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=0),
+        training.AtomicBackupAndRestore(paths["backup"], delete_checkpoint=False),
+    ]
+    with pytest.raises(training.TrainingDivergedError, match="epoch 2, batch 1"):
+        model.fit(images, labels, validation_data=(images, labels), epochs=3, batch_size=2,
+                  callbacks=callbacks, verbose=0)
+    saved = keras.models.load_model(paths["model.keras"], compile=False)
+    assert all(np.isfinite(w).all() for w in saved.get_weights())
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert [row["epoch"] for row in training.read_history(paths["history.csv"])] == [1]
+
+
+def test_history_keeps_rows_before_the_resumed_epoch_only(tmp_path):
+    path = str(tmp_path / "history.csv")
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.9\n2,0.8\n3,0.7\n4,0.")
+    logger = training.EpochHistoryCSV(path)
+    logger.on_train_begin()
+    logger.on_epoch_begin(2)  # the backup says 2 epochs were completed
+    logger.on_epoch_end(2, {"loss": 0.5, "val_mean_iou": 0.25})
+    rows = training.read_history(path)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[2] == {"epoch": 3, "loss": 0.5, "val_mean_iou": 0.25}
