@@ -71,8 +71,7 @@ def _fused(function, jit_compile):
     if not jit_compile:
         return function
     if function not in _FUSED:
-        _FUSED[function] = tf.function(function, jit_compile=True, autograph=False,
-                                       reduce_retracing=True)
+        _FUSED[function] = tf.function(function, jit_compile=True, autograph=False)
     return _FUSED[function]
 
 

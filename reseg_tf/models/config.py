@@ -9,6 +9,7 @@ CAMVID_CLASSES = (
     "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
 )
 BINARY_CLASSES = ("background", "foreground")
+CONTEXT_LAYERS = ("renet", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,9 @@ class ReSegConfig:
             end from scratch; VGG16 itself has none).
         renet: `(units, (ph, pw))` for each ReNet layer, in order.
         upsampling: `(filters, (kh, kw))` for each transposed convolution (stride = kernel).
+        context: `"renet"` (ReSeg) or `"conv"`: each ReNet layer is replaced by a 3x3
+            convolution with `2 * units` filters and stride = patch size (ReLU), a baseline of
+            about the same parameter count without the recurrent layers' global context.
         rnn, sweep_order, direction_mode, stack_sublayers: passed to every `ReNetLayer`.
         weight_decay: L2 coefficient on the trainable kernels (0 disables it).
     """
@@ -39,6 +43,7 @@ class ReSegConfig:
     vgg_batch_norm: bool = False
     renet: tuple = ((100, (1, 1)), (100, (1, 1)))
     upsampling: tuple = ((50, (2, 2)), (50, (2, 2)))
+    context: str = "renet"
     rnn: str = "gru"
     sweep_order: str = "vertical_first"
     direction_mode: str = "parallel"
@@ -71,6 +76,8 @@ class ReSegConfig:
             "upsampling",
             tuple(self._layer_spec(s, "upsampling", "filters", "kernel_size") for s in self.upsampling),
         )
+        if self.context not in CONTEXT_LAYERS:
+            raise ValueError(f"`context` must be one of {CONTEXT_LAYERS}, got {self.context!r}.")
         if self.rnn not in RNN_CLASSES:
             raise ValueError(f"`rnn` must be one of {sorted(RNN_CLASSES)}, got {self.rnn!r}.")
         if self.sweep_order not in SWEEP_ORDERS:

@@ -42,6 +42,23 @@ PRESETS = {
         config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True,
                     renet=((64, (1, 1)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
     ),
+    "camvid_scratch": dict(
+        description="CamVid from scratch on a CPU (no ImageNet weights): a VGG16-shaped front end "
+        "at half width with batch norm, trained; ReNet 64+64 units (1x1 patches); two 2x2 "
+        "transposed convs of 64 filters; trained at 180x240.",
+        image_size=(180, 240),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
+                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+    ),
+    "camvid_scratch_conv": dict(
+        description="Equal-budget baseline of camvid_scratch: each ReNet layer replaced by a 3x3 "
+        "convolution with 2*units filters (about the same parameter count, no global context).",
+        image_size=(180, 240),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
+                    vgg_filters=(32, 64, 128), vgg_batch_norm=True, context="conv",
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+    ),
     "demo": dict(
         description="Small CamVid model that trains in minutes on a CPU from scratch: no VGG, "
         "ReNet 32 units on 4x4 patches then 32 units, two 2x2 transposed convs of 32 filters.",

@@ -118,6 +118,12 @@ class ReSegModel(keras.Model):
         if config.use_vgg:
             x = _vgg_front_end(x, config, regularizer)
         for index, (units, patch_size) in enumerate(config.renet, start=1):
+            if config.context == "conv":
+                x = keras.layers.Conv2D(
+                    2 * units, 3, strides=patch_size, padding="same", activation="relu",
+                    kernel_regularizer=regularizer, name=f"conv_context_{index}",
+                )(x)
+                continue
             x = ReNetLayer(
                 units, patch_size=patch_size, rnn=config.rnn, sweep_order=config.sweep_order,
                 direction_mode=config.direction_mode, stack_sublayers=config.stack_sublayers,
