@@ -132,3 +132,14 @@ def test_thin_batch_norm_front_end_trains_from_scratch():
         build_model(config, weights="imagenet")
     with pytest.raises(ValueError, match="vgg_filters"):
         ReSegConfig(vgg_filters=(8, 16))
+
+
+def test_conv_context_baseline_has_about_the_same_parameters():
+    renet = build_model("camvid_scratch")
+    conv = build_model("camvid_scratch_conv")
+    assert "conv_context_1" in [layer.name for layer in conv.layers]
+    assert not any(isinstance(layer, type(renet.get_layer("renet_1"))) for layer in conv.layers)
+    assert abs(conv.count_params() - renet.count_params()) / renet.count_params() < 0.02
+    assert conv.predict(_images(1, 20, 24), verbose=0).shape == (1, 20, 24, 11)
+    with pytest.raises(ValueError, match="context"):
+        ReSegConfig(context="transformer")
