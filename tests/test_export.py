@@ -99,6 +99,25 @@ def test_saved_model_has_no_gpu_only_ops(exported):
     assert not [op for op in ops if "Cudnn" in op]
 
 
+def test_export_twin_avoids_cudnn_even_where_a_gpu_is_visible(trained, tmp_path, monkeypatch):
+    # Keras (and ReNetLayer's "auto" implementation) choose cuDNN from the visible devices, not
+    # from tf.device; pretend a GPU is visible to show the hazard and that the twin avoids it.
+    model, _, _ = trained
+    list_devices = tf.config.list_logical_devices
+
+    def with_fake_gpu(device_type=None):
+        if device_type == "GPU":
+            return [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+        return list_devices(device_type)
+
+    monkeypatch.setattr(tf.config, "list_logical_devices", with_fake_gpu)
+    export._write_archive(model, tmp_path / "plain", export._serving_functions(model))
+    twin, _ = export.export_twin(model)
+    export._write_archive(twin, tmp_path / "twin", export._serving_functions(twin))
+    assert "CudnnRNNV3" in export.saved_model_op_types(tmp_path / "plain")
+    assert not [op for op in export.saved_model_op_types(tmp_path / "twin") if "Cudnn" in op]
+
+
 def test_signatures_answer_and_match_keras(trained, exported):
     model, _, _ = trained
     loaded = tf.saved_model.load(str(exported.saved_model_dir))
@@ -160,6 +179,16 @@ def test_export_again_makes_new_version_and_never_overwrites(trained, exported):
     assert exported.tflite_paths["int8"].is_file()  # version 1's files are untouched
     with pytest.raises(FileExistsError, match="saved_model/1"):
         export.export_model(model_path, exported.output_dir, image_size=SIZE, tflite=(), version=1)
+
+
+def test_export_saved_model_alone_numbers_versions(trained, tmp_path):
+    model, _, _ = trained
+    first = export.export_saved_model(model, tmp_path / "serving")
+    second = export.export_saved_model(model, tmp_path / "serving")
+    assert (first.name, second.name) == ("1", "2")
+    assert sorted(p.name for p in (tmp_path / "serving").iterdir()) == ["1", "2"]
+    loaded = tf.saved_model.load(str(second))
+    assert set(loaded.signatures) == set(export.SIGNATURES)
 
 
 def test_failed_verification_publishes_nothing(trained, tmp_path, monkeypatch):

@@ -1,0 +1,98 @@
+"""Per-image latency of Keras predict vs the SavedModel vs each TFLite variant, in one run.
+
+Exports the camvid preset (weights=None, or a trained `.keras` model given with --model) at
+360x480 into a temporary folder with `reseg_tf.export.export_model(verify=False)`, then times
+batch-1 inference of every artifact on the same real images (one warm-up call each) and prints
+one JSON line: latency in ms per image, file sizes, and argmax agreement with Keras (meaningless
+for an untrained model, reported anyway).
+
+    python benchmarks/export_bench.py [--model PATH] [--images DIR] [--repeats N]
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import reseg_tf  # noqa: E402
+from reseg_tf import export  # noqa: E402
+
+SHARED_CAMVID = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "camvid"
+IMAGE_SIZE = (360, 480)
+
+
+def per_image_seconds(function, images, repeats):
+    function(images[0])
+    start = time.perf_counter()
+    outputs = []
+    for _ in range(repeats):
+        outputs = [function(image) for image in images]
+    return outputs, (time.perf_counter() - start) / (repeats * len(images))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="trained .keras model; default: camvid preset, weights=None")
+    parser.add_argument("--images", default=None,
+                        help="folder of real images (calibration + timing); default: shared CamVid, else the embedded sample")
+    parser.add_argument("--num-images", type=int, default=4, help="images timed per artifact")
+    parser.add_argument("--num-calibration-images", type=int, default=8, help="int8 calibration images")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the timed images")
+    parser.add_argument("--tflite", default=",".join(export.TFLITE_VARIANTS), help="TFLite variants to time")
+    args = parser.parse_args()
+
+    model = (export.load_reseg_model(args.model) if args.model
+             else reseg_tf.build_model("camvid", input_shape=(None, None, 3), weights=None))
+    images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export._sample_data_dir())
+    files = export.find_images(images_dir)
+    images = export.load_images(export._spread(files, args.num_images), IMAGE_SIZE)
+
+    results = {"benchmark": "export_latency", "model": args.model or "camvid(weights=None)",
+               "image_size": list(IMAGE_SIZE), "images": str(images_dir), "num_images": len(images),
+               "repeats": args.repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+               "tf": tf.__version__, "latency_ms": {}, "size_mb": {}, "agreement": {}, "convert_s": None}
+    with tempfile.TemporaryDirectory(prefix="reseg-export-bench-") as scratch:
+        start = time.perf_counter()
+        result = export.export_model(model, Path(scratch) / model.name, image_size=IMAGE_SIZE,
+                                     tflite=args.tflite, representative_data=images_dir, verify=False,
+                                     num_calibration_images=args.num_calibration_images)
+        results["convert_s"] = round(time.perf_counter() - start, 1)
+
+        reference, seconds = per_image_seconds(
+            lambda image: model.predict(image[np.newaxis].astype(np.float32), verbose=0), images, args.repeats)
+        reference = np.concatenate(reference)
+        results["latency_ms"]["keras_predict"] = seconds * 1000
+
+        serving = tf.saved_model.load(str(result.saved_model_dir)).signatures["serving_default"]
+        outputs, seconds = per_image_seconds(
+            lambda image: serving(images=tf.constant(image[np.newaxis], tf.float32))["probabilities"].numpy(),
+            images, args.repeats)
+        results["latency_ms"]["saved_model"] = seconds * 1000
+        results["agreement"]["saved_model"] = float(np.mean(np.concatenate(outputs).argmax(-1) == reference.argmax(-1)))
+        results["size_mb"]["saved_model"] = sum(
+            p.stat().st_size for p in result.saved_model_dir.rglob("*") if p.is_file()) / 2**20
+
+        for variant, path in result.tflite_paths.items():
+            predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=os.cpu_count()))
+            outputs, seconds = per_image_seconds(predict, images, args.repeats)
+            probabilities = np.concatenate(outputs)
+            results["latency_ms"][f"tflite_{variant}"] = seconds * 1000
+            results["size_mb"][f"tflite_{variant}"] = path.stat().st_size / 2**20
+            results["agreement"][f"tflite_{variant}"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
+    for key in ("latency_ms", "size_mb"):
+        results[key] = {name: round(value, 2) for name, value in results[key].items()}
+    results["agreement"] = {name: round(value, 4) for name, value in results["agreement"].items()}
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
