@@ -25,14 +25,15 @@ loss stops training (`TrainingDivergedError`) before anything of that epoch is s
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
 
 import keras
-import numpy as np
 
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
@@ -343,8 +344,6 @@ def _artifact_paths(output):
 
 
 def _remove_artifacts(output):
-    import shutil
-
     for path in _artifact_paths(output).values():
         if os.path.isdir(path):
             shutil.rmtree(path)
@@ -360,9 +359,7 @@ def _prepare_output(config):
     output = config.output
     paths = _artifact_paths(output)
     record = read_json(paths[RUN_FILE])
-    how_to_restart = f"pass --overwrite to replace it, or --output DIR to train elsewhere"
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise RunDirectoryError(f"--output {output} exists and is not a directory.")
+    how_to_restart = "pass --overwrite to replace it, or --output DIR to train elsewhere"
     if config.overwrite:
         if record is not None or any(os.path.exists(path) for path in paths.values()):
             _say(f"--overwrite: removing the previous run's files in {output}.")
@@ -401,8 +398,6 @@ def _prepare_output(config):
 
 
 def _jsonable(value):
-    import json
-
     return json.loads(json.dumps(value))
 
 
@@ -507,6 +502,8 @@ def train(config=None, **settings):
     paths = _artifact_paths(config.output)
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
 
+    if os.path.exists(config.output) and not os.path.isdir(config.output):
+        raise RunDirectoryError(f"--output {config.output} exists and is not a directory.")
     os.makedirs(config.output, exist_ok=True)
     with RunLock(config.output, purpose="reseg train") as lock:
         if lock.took_over_from:
@@ -514,15 +511,12 @@ def train(config=None, **settings):
         state = _prepare_output(config)
         if state != "trained":
             _write_run_record(config, "running")
-            history = _fit(config, source, model_config, image_size, paths, verbose)
+            _fit(config, source, model_config, image_size, paths, verbose)
+            # Recorded before the backup goes, so a kill in between never loses the trained run.
             _write_run_record(config, "trained")
             if os.path.isdir(paths["backup"]):
-                import shutil
-
                 shutil.rmtree(paths["backup"])
-        else:
-            history = None
-        return _finish(config, source, image_size, paths, verbose, history)
+        return _finish(config, source, paths, verbose)
 
 
 def _fit(config, source, model_config, image_size, paths, verbose):
@@ -565,7 +559,7 @@ def _fit(config, source, model_config, image_size, paths, verbose):
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _finish(config, source, image_size, paths, verbose, history):
+def _finish(config, source, paths, verbose):
     from reseg_tf.evaluation import evaluate_model, load_reseg_model, write_prediction_strips
 
     model = load_reseg_model(paths["model.keras"])
