@@ -547,7 +547,7 @@ def _fit(config, source, model_config, image_size, paths, verbose):
                  f"{paths['backup']}; run the same command again to resume.")
             raise
         except TrainingDivergedError as error:
-            checkpoint = callbacks[2]
+            checkpoint = next(c for c in callbacks if isinstance(c, BestModelCheckpoint))
             kept = (f"{paths['model.keras']} keeps the best model (epoch {checkpoint.best_epoch}, "
                     f"{MONITOR} {checkpoint.best:.4f})" if checkpoint.best_epoch else "no model was saved yet")
             raise TrainingDivergedError(

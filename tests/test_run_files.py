@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from reseg_tf import training
+from reseg_tf import run_files, training
 from reseg_tf.run_files import OutputLockedError, RunLock, atomic_write_json, save_model_atomically
 
 
@@ -31,10 +31,12 @@ def test_atomic_model_save_killed_midway_keeps_loadable_model(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     save_model_atomically(model, path)
     # A process killed while saving: its temporary file is left, the model file is untouched.
+    # run_files.py is loaded by path: importing the reseg_tf package would load TensorFlow.
     code = (
-        "import os, keras, signal\n"
-        "from reseg_tf.run_files import atomic_path\n"
-        f"with atomic_path({str(path)!r}) as temporary:\n"
+        "import os, signal, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('run_files', {run_files.__file__!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"with module.atomic_path({str(path)!r}) as temporary:\n"
         "    open(temporary, 'wb').write(b'partial zip')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
