@@ -5,15 +5,22 @@ loop, and runs the two directions of a bidirectional sweep one after the other. 
 
 - the input projections of all time steps (and both directions) are one large matmul before
   the loop, so the loop only holds the small recurrent matmul;
-- both directions run in the same loop: the backward direction reads its time-reversed input,
-  so direction `s` is an extra leading axis of every loop tensor and the recurrent matmul is
-  one batched matmul;
-- tensors are time major `(T, S, N, features)`, so a step reads and writes contiguous slices;
-- the gradient is written by hand (`tf.custom_gradient`): the backward loop holds only the
-  elementwise gate algebra and one batched matmul per step; the weight gradients are single
-  large matmuls after the loop, instead of autodiff's per-step accumulations;
+- both directions run in the same loop: step `t` reads time `t` of the forward direction and
+  time `T-1-t` of the backward one, so the direction `s` is a leading axis of the loop state
+  and the recurrent matmul is one batched matmul; nothing is reversed or stacked in memory;
+- tensors are time major `(T, N, features)`, so a step reads and writes contiguous slices;
+- the gradient is written by hand (`tf.custom_gradient`): the backward loop holds the gate
+  algebra, the recurrent matmul and the recurrent-weight gradient's accumulation; the input
+  projections' gradients are large matmuls after it;
+- the elementwise gate algebra of a step (forward, and backward with the gates recomputed
+  from the saved `h @ R`) is one XLA-compiled function, one fused kernel instead of ~15 TF ops;
+  the loop and the matmuls stay TF/oneDNN ops (XLA's CPU dot was slower here). XLA compiles
+  once per distinct (directions, lines) shape, so a new image size costs one short compile;
 - `matmul_dtype="bfloat16"` runs the matmuls in bfloat16 (oneDNN AVX512_BF16 / AMX) with
-  float32 state, gates and accumulation.
+  float32 state and gates (products are rounded to bfloat16: ~1e-2 relative error).
+
+TFLite: with a static input signature the loop converts to the builtin WHILE op, the fused
+functions are inlined, and the model needs no Flex ops (tests/test_fast_renet.py converts one).
 
 The GRU is Keras' `reset_after=True` one with gate order (z, r, h):
 
@@ -27,33 +34,37 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def _matmul(a, b, matmul_dtype, **kwargs):
+    """`a @ b` with float32 output, computed in `matmul_dtype`."""
     if matmul_dtype == "float32":
         return tf.matmul(a, b, **kwargs)
     product = tf.matmul(tf.cast(a, matmul_dtype), tf.cast(b, matmul_dtype), **kwargs)
     return tf.cast(product, tf.float32)
 
 
-def _tensor_array(steps, element_shape):
-    return tf.TensorArray(tf.float32, size=steps, element_shape=element_shape)
-
-
-# The elementwise gate algebra of one step, forward and backward. XLA fuses each into one
-# kernel (instead of ~12 TF ops, each a pass over memory), while the matmuls stay on oneDNN,
-# which is faster than XLA's CPU dot here.
-def _gates(x_proj, h_matmul, recurrent_bias, h):
-    """Returns the new state from `x_proj = x @ W + b_x` and `h_matmul = h @ R`, `(S, N, 3U)`."""
+# The elementwise part of one step, forward and backward. XLA fuses each into one kernel
+# (instead of ~15 TF ops, each a pass over memory); the loop and the matmuls stay TF/oneDNN ops,
+# which were faster here than XLA's CPU dot. `x_projs` holds one `(N, 3U)` slice per direction.
+def _gates(x_projs, h_matmul, recurrent_bias, h, matmul_dtype):
+    """The new state `(S, N, U)` (float32 and in `matmul_dtype`) and its per-direction slices."""
     units = h.shape[-1]
+    x_proj = tf.stack(x_projs)
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
     c = tf.tanh(x_proj[..., 2 * units:] + r * h_proj[..., 2 * units:])
-    return c + z * (h - c)
+    h = c + z * (h - c)
+    return h, tf.cast(h, matmul_dtype), tuple(tf.unstack(h))
 
 
-def _gates_grad(d_h, x_proj, h_matmul, recurrent_bias, h_prev):
-    """Backward of `_gates` (gates recomputed): returns d(x_proj), d(h_proj) and d(h_prev)
-    without the recurrent matmul's part."""
-    units = h_prev.shape[-1]
+def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, recurrent_bias, h_prevs,
+                first_step, d_bias, matmul_dtype):
+    """Backward of `_gates` with the gates recomputed. Returns d(x_proj) per direction,
+    d(h_proj) and the previous state (both in `matmul_dtype`, for the matmuls), the part of
+    d(h_prev) that bypasses the recurrent matmul, and the updated recurrent-bias gradient."""
+    units = h_prevs[0].shape[-1]
+    d_h = tf.stack(d_outputs) + d_h_direct + tf.cast(d_h_matmul, tf.float32)
+    h_prev = tf.where(first_step, tf.zeros_like(d_h), tf.stack(h_prevs))
+    x_proj = tf.stack(x_projs)
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
@@ -61,7 +72,10 @@ def _gates_grad(d_h, x_proj, h_matmul, recurrent_bias, h_prev):
     c = tf.tanh(x_proj[..., 2 * units:] + r * h_h)
     d_c = d_h * (1.0 - z) * (1.0 - c * c)
     d_zr = tf.concat([d_h * (h_prev - c), d_c * h_h], axis=-1) * zr * (1.0 - zr)
-    return (tf.concat([d_zr, d_c], axis=-1), tf.concat([d_zr, d_c * r], axis=-1), d_h * z)
+    d_hidden_proj = tf.concat([d_zr, d_c * r], axis=-1)
+    d_input_proj = tf.concat([d_zr, d_c], axis=-1)
+    return (tuple(tf.unstack(d_input_proj)), tf.cast(d_hidden_proj, matmul_dtype),
+            tf.cast(h_prev, matmul_dtype), d_h * z, d_bias + tf.reduce_sum(d_hidden_proj, axis=1))
 
 
 _FUSED = {}
@@ -75,96 +89,90 @@ def _fused(function, jit_compile):
     return _FUSED[function]
 
 
-def _raw_matmul(a, b, matmul_dtype, **kwargs):
-    """`a @ b` in `matmul_dtype` (the result stays in it: `_gates` casts it)."""
-    return tf.matmul(tf.cast(a, matmul_dtype), b, **kwargs)
+def _time_index(step, steps, reverse):
+    return steps - 1 - step if reverse else step
 
 
-def _forward_loop(input_proj, kernel, recurrent_bias, matmul_dtype, jit_compile):
-    """The GRU steps: returns the states and the recurrent matmuls `h @ R`, `(T, S, N, .)`."""
-    steps, lines = tf.shape(input_proj)[0], tf.shape(input_proj)[2]
-    directions, units = kernel.shape[0], kernel.shape[1]
-    state_shape = tf.TensorShape([directions, input_proj.shape[2], units])
-    gates = _fused(_gates, jit_compile)
-
-    def step(t, h, states, h_matmuls):
-        h_matmul = _raw_matmul(h, kernel, matmul_dtype)
-        h = gates(input_proj[t], h_matmul, recurrent_bias, h)
-        h.set_shape(state_shape)
-        return t + 1, h, states.write(t, h), h_matmuls.write(t, h_matmul)
-
-    h0 = tf.zeros(tf.stack([directions, lines, units]), tf.float32)
-    h_matmuls = tf.TensorArray(kernel.dtype, size=steps,
-                               element_shape=state_shape[:-1].concatenate([3 * units]))
-    _, _, states, h_matmuls = tf.while_loop(
-        lambda t, *_: t < steps, step, (0, h0, _tensor_array(steps, state_shape), h_matmuls),
-        parallel_iterations=1)
-    return states.stack(), h_matmuls.stack()
-
-
-def _backward_loop(d_states, input_proj, h_matmuls, recurrent_bias, previous, kernel,
-                   matmul_dtype, jit_compile):
-    """Backpropagates through the GRU steps: returns d(input_proj), d(h_proj), `(T, S, N, 3U)`."""
-    steps = tf.shape(d_states)[0]
-    state_shape = d_states.shape[1:]
-    proj_shape = state_shape[:-1].concatenate([3 * kernel.shape[1]])
-    gates_grad = _fused(_gates_grad, jit_compile)
-
-    def back_step(t, d_h_carry, d_input_projs, d_hidden_projs):
-        d_input_proj, d_hidden_proj, d_h_direct = gates_grad(
-            d_states[t] + d_h_carry, input_proj[t], h_matmuls[t], recurrent_bias, previous[t])
-        d_h_carry = d_h_direct + tf.cast(
-            _raw_matmul(d_hidden_proj, kernel, matmul_dtype, transpose_b=True), tf.float32)
-        d_h_carry.set_shape(state_shape)
-        return (t - 1, d_h_carry, d_input_projs.write(t, d_input_proj),
-                d_hidden_projs.write(t, d_hidden_proj))
-
-    arrays = (_tensor_array(steps, proj_shape), _tensor_array(steps, proj_shape))
-    _, _, *arrays = tf.while_loop(lambda t, *_: t >= 0, back_step,
-                                  (steps - 1, tf.zeros_like(d_states[0]), *arrays),
-                                  parallel_iterations=1)
-    return tuple(array.stack() for array in arrays)
-
-
-def _gru_recurrence(input_proj, recurrent_kernel, recurrent_bias, matmul_dtype, jit_compile=True):
-    """Runs the recurrence of `S` independent GRUs over `T` steps.
+def _gru_recurrence(projs, reverse, recurrent_kernel, recurrent_bias, matmul_dtype, jit_compile):
+    """Runs `S` independent GRUs over `T` steps, all in one loop.
 
     Args:
-        input_proj: `(T, S, N, 3U)` float32, `x @ kernel + bias[0]` for each direction, in the
-            order each direction reads its steps.
+        projs: `S` tensors `(T, N, 3U)` float32, `x @ kernel + bias[0]` of each direction, in
+            time order.
+        reverse: `S` bools: whether each direction runs from time `T-1` down to 0.
         recurrent_kernel: `(S, U, 3U)` float32.
         recurrent_bias: `(S, 3U)` float32.
         matmul_dtype: `"float32"` or `"bfloat16"`.
         jit_compile: XLA-fuse the elementwise part of each step.
 
     Returns:
-        `(T, S, N, U)` hidden states, in the same step order as `input_proj`.
+        `S` tensors `(T, N, U)`: each direction's hidden states, in time order.
     """
+    directions = len(projs)
+    gates, gates_grad = _fused(_gates, jit_compile), _fused(_gates_grad, jit_compile)
 
     @tf.custom_gradient
-    def recurrence(input_proj, recurrent_kernel, recurrent_bias):
-        directions, units = recurrent_kernel.shape[0], recurrent_kernel.shape[1]
+    def recurrence(*args):
+        projs, (recurrent_kernel, recurrent_bias) = args[:directions], args[directions:]
+        steps, lines = tf.shape(projs[0])[0], tf.shape(projs[0])[1]
+        units = recurrent_kernel.shape[1]
         kernel = tf.cast(recurrent_kernel, matmul_dtype)
-        states, h_matmuls = _forward_loop(input_proj, kernel, recurrent_bias, matmul_dtype,
-                                          jit_compile)
+        line_shape = projs[0].shape[1:2]
+        state_shape = tf.TensorShape([directions]).concatenate(line_shape).concatenate([units])
 
-        def grad(d_states):
-            previous = tf.concat([tf.zeros_like(states[:1]), states[:-1]], axis=0)
-            d_input_projs, d_hidden_projs = _backward_loop(
-                d_states, input_proj, h_matmuls, recurrent_bias, previous, kernel, matmul_dtype,
-                jit_compile)
-            # Weight gradients: one (U x T*N) @ (T*N x 3U) matmul per direction.
-            prev_by_direction = tf.reshape(tf.transpose(previous, (1, 0, 2, 3)), (directions, -1, units))
-            d_by_direction = tf.reshape(
-                tf.transpose(d_hidden_projs, (1, 0, 2, 3)), (directions, -1, 3 * units)
-            )
-            d_kernel = _matmul(prev_by_direction, d_by_direction, matmul_dtype, transpose_a=True)
-            d_bias = tf.reduce_sum(d_by_direction, axis=1)
-            return d_input_projs, d_kernel, d_bias
+        def array(dtype, element_shape):
+            return tf.TensorArray(dtype, size=steps, element_shape=element_shape)
+
+        def step(t, h, h_for_matmul, states, h_matmuls):
+            x_projs = tuple(proj[_time_index(t, steps, rev)] for proj, rev in zip(projs, reverse))
+            h_matmul = tf.matmul(h_for_matmul, kernel)
+            h, h_for_matmul, per_direction = gates(x_projs, h_matmul, recurrent_bias, h, matmul_dtype)
+            h.set_shape(state_shape)
+            h_for_matmul.set_shape(state_shape)
+            states = tuple(array.write(_time_index(t, steps, rev), state)
+                           for array, state, rev in zip(states, per_direction, reverse))
+            return t + 1, h, h_for_matmul, states, h_matmuls.write(t, h_matmul)
+
+        h0 = tf.zeros(tf.stack([directions, lines, units]), tf.float32)
+        states = tuple(array(tf.float32, line_shape.concatenate([units])) for _ in projs)
+        h_matmuls = array(matmul_dtype, state_shape[:-1].concatenate([3 * units]))
+        _, _, _, states, h_matmuls = tf.while_loop(
+            lambda t, *_: t < steps, step,
+            (0, h0, tf.cast(h0, matmul_dtype), states, h_matmuls), parallel_iterations=1)
+        states = tuple(array.stack() for array in states)
+        h_matmuls = h_matmuls.stack()
+
+        def grad(*d_states):
+            d_states = [tf.zeros_like(s) if d is None else d for d, s in zip(d_states, states)]
+
+            def back_step(t, d_h_direct, d_h_matmul, d_kernel, d_bias, d_projs):
+                times = [_time_index(t, steps, rev) for rev in reverse]
+                # The state before step t: time t-1 going forward, t+1 going backward.
+                prev_times = [tf.clip_by_value(_time_index(t - 1, steps, rev), 0, steps - 1)
+                              for rev in reverse]
+                d_input_projs, d_hidden_proj, h_prev, d_h_direct, d_bias = gates_grad(
+                    tuple(d[i] for d, i in zip(d_states, times)), d_h_direct, d_h_matmul,
+                    tuple(p[i] for p, i in zip(projs, times)), h_matmuls[t], recurrent_bias,
+                    tuple(s[i] for s, i in zip(states, prev_times)), tf.equal(t, 0), d_bias,
+                    matmul_dtype)
+                d_h_direct.set_shape(state_shape)
+                d_h_matmul = tf.matmul(d_hidden_proj, kernel, transpose_b=True)
+                d_kernel += tf.cast(tf.matmul(h_prev, d_hidden_proj, transpose_a=True), tf.float32)
+                d_projs = tuple(array.write(i, d) for array, i, d in zip(d_projs, times, d_input_projs))
+                return t - 1, d_h_direct, d_h_matmul, d_kernel, d_bias, d_projs
+
+            d_projs = tuple(array(tf.float32, line_shape.concatenate([3 * units])) for _ in projs)
+            zeros = tf.zeros_like(h0)
+            _, _, _, d_kernel, d_bias, d_projs = tf.while_loop(
+                lambda t, *_: t >= 0, back_step,
+                (steps - 1, zeros, tf.cast(zeros, matmul_dtype), tf.zeros_like(recurrent_kernel),
+                 tf.zeros_like(recurrent_bias), d_projs),
+                parallel_iterations=1)
+            return (*(array.stack() for array in d_projs), d_kernel, d_bias)
 
         return states, grad
 
-    return recurrence(input_proj, recurrent_kernel, recurrent_bias)
+    return recurrence(*projs, recurrent_kernel, recurrent_bias)
 
 
 def _project(sequences, kernel, input_bias, matmul_dtype):
@@ -201,27 +209,18 @@ def bidirectional_gru(sequences, forward_weights, backward_weights, stacked=Fals
     forward_weights = [tf.convert_to_tensor(w, tf.float32) for w in forward_weights]
     backward_weights = [tf.convert_to_tensor(w, tf.float32) for w in backward_weights]
 
+    def run(inputs_and_weights, reverse):
+        projs = [_project(inputs, kernel, bias[0], matmul_dtype)
+                 for inputs, (kernel, _, bias) in inputs_and_weights]
+        recurrent_kernels = tf.stack([weights[1] for _, weights in inputs_and_weights])
+        recurrent_biases = tf.stack([weights[2][1] for _, weights in inputs_and_weights])
+        return _gru_recurrence(projs, reverse, recurrent_kernels, recurrent_biases, matmul_dtype,
+                               jit_compile)
+
     if stacked:
-        forward_states = _single_gru(sequences, forward_weights, matmul_dtype, jit_compile)
-        backward_states = _single_gru(tf.reverse(forward_states, axis=[0]), backward_weights,
-                                      matmul_dtype, jit_compile)
-        return tf.concat([forward_states, tf.reverse(backward_states, axis=[0])], axis=-1)
-
-    # The backward direction reads the steps in reverse order.
-    proj = tf.stack([
-        _project(sequences, forward_weights[0], forward_weights[2][0], matmul_dtype),
-        _project(tf.reverse(sequences, axis=[0]), backward_weights[0], backward_weights[2][0], matmul_dtype),
-    ], axis=1)
-    recurrent_kernels = tf.stack([forward_weights[1], backward_weights[1]])
-    recurrent_biases = tf.stack([forward_weights[2][1], backward_weights[2][1]])
-    states = _gru_recurrence(proj, recurrent_kernels, recurrent_biases, matmul_dtype, jit_compile)
-    # unstack, not [:, s]: the gradient of a strided slice scatters into a zero tensor.
-    forward_states, backward_states = tf.unstack(states, axis=1)
-    return tf.concat([forward_states, tf.reverse(backward_states, axis=[0])], axis=-1)
-
-
-def _single_gru(sequences, weights, matmul_dtype, jit_compile):
-    kernel, recurrent_kernel, bias = weights
-    proj = tf.expand_dims(_project(sequences, kernel, bias[0], matmul_dtype), 1)
-    states = _gru_recurrence(proj, recurrent_kernel[None], bias[1][None], matmul_dtype, jit_compile)
-    return tf.squeeze(states, 1)
+        (forward_states,) = run([(sequences, forward_weights)], (False,))
+        (backward_states,) = run([(forward_states, backward_weights)], (True,))
+    else:
+        forward_states, backward_states = run(
+            [(sequences, forward_weights), (sequences, backward_weights)], (False, True))
+    return tf.concat([forward_states, backward_states], axis=-1)
