@@ -131,6 +131,11 @@ def _add_train(subparsers):
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run in --output instead of refusing")
+    parser.add_argument("--strategy", default=None, choices=("default", "mirrored", "multiworker", "tpu"),
+                        help="tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+                        "multiworker (machines in TF_CONFIG), tpu; --batch-size is per replica")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                        help="stop once another epoch would end past this many minutes; default: no limit")
 
     def handler(args):
         from reseg_tf.run_files import OutputLockedError
@@ -144,6 +149,7 @@ def _add_train(subparsers):
             class_balance=args.class_balance, augment=args.augment,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
+            strategy=args.strategy, time_budget=args.time_budget,
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})

@@ -32,9 +32,11 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 import keras
 
+from reseg_tf.distribute import STRATEGIES, distribute_options, is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
 from reseg_tf.models import build_model, get_preset
@@ -56,7 +58,7 @@ OPTIMIZERS = {
     "rmsprop": (keras.optimizers.RMSprop, dict(learning_rate=1e-3)),
 }
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples")
+RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
 RUN_FILE = "run.json"
 ARTIFACTS = ("model.keras", "metrics.json", "history.csv", "tensorboard", "predictions", "backup", RUN_FILE)
 
@@ -95,6 +97,11 @@ class TrainConfig:
         overwrite: replace a finished run (or foreign files of ours) in `output`.
         num_examples: validation images drawn into `predictions/`.
         verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
+        strategy: `default`, `mirrored`, `multiworker` (reads `TF_CONFIG`) or `tpu`
+            (`reseg_tf.distribute.make_strategy`). `batch_size` is per replica: the global
+            batch is `batch_size * num_replicas_in_sync`. Only the chief writes artifacts.
+        time_budget: stop after the epoch that would otherwise end past this many minutes of
+            training in this process (None: no limit); the best model so far is kept.
     """
 
     preset: str = "demo"
@@ -118,6 +125,8 @@ class TrainConfig:
     overwrite: bool = False
     num_examples: int = 4
     verbose: int = None
+    strategy: str = "default"
+    time_budget: float = None
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name
@@ -132,6 +141,10 @@ class TrainConfig:
                 raise ValueError(f"`{field}` must be an int >= {minimum}, got {value!r}.")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
             raise ValueError(f"`steps_per_epoch` must be a positive int or None, got {self.steps_per_epoch!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"`time_budget` must be a positive number of minutes, got {self.time_budget!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -318,6 +331,29 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
                 super().on_epoch_end(row["epoch"] - 1, row)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch that leaves too little of `minutes` for another epoch."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = minutes * 60.0
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+        self.longest_epoch = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        self.longest_epoch = max(self.longest_epoch, now - self.epoch_started)
+        if now - self.started + self.longest_epoch > self.seconds:
+            _say(f"Time budget of {self.seconds / 60:.0f} min reached after epoch {epoch + 1} "
+                 f"({(now - self.started) / 60:.1f} min); stopping.")
+            self.model.stop_training = True
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that writes its weights and epoch files atomically.
 
@@ -447,23 +483,26 @@ def _model_config(config, source):
     return model_config, tuple(config.image_size or preset_size)
 
 
-def _datasets(config, source, image_size):
+def _datasets(config, source, image_size, global_batch_size):
     import pipelines
 
     if "val" not in source.splits:
         raise ValueError(f"dataset {config.dataset!r} in {source.data_dir} has no 'val' split "
                          f"(splits: {', '.join(source.splits)}); model selection needs one.")
-    common = dict(batch_size=config.batch_size, image_size=image_size, seed=config.seed)
+    # TPUs need static batch shapes.
+    common = dict(batch_size=global_batch_size, image_size=image_size, seed=config.seed,
+                  drop_remainder=config.strategy == "tpu")
     train_data = pipelines.make_dataset(
         source, "train", augment=config.augment, class_balance=config.class_balance,
         shuffle=True, repeat=config.steps_per_epoch is not None, **common,
     )
     val_data = pipelines.make_dataset(source, "val", shuffle=False, **common)
-    return train_data, val_data
+    return distribute_options(train_data), distribute_options(val_data)
 
 
 def _callbacks(config, paths, verbose):
-    return [
+    budget = [TimeBudget(config.time_budget)] if config.time_budget else []
+    return budget + [
         StopOnNonFiniteLoss(),
         EpochHistoryCSV(paths["history.csv"]),
         BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose),
@@ -497,6 +536,13 @@ def train(config=None, **settings):
         config = TrainConfig(**settings)
     elif settings:
         config = dataclasses.replace(config, **settings)
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if not chief:
+        # Other workers keep their own checkpoints/backups and write no user-facing artifacts.
+        task_id = strategy.cluster_resolver.task_id
+        config = dataclasses.replace(config, output=os.path.join(config.output, "workers", str(task_id)))
     source = _load_source(config)
     model_config, image_size = _model_config(config, source)
     paths = _artifact_paths(config.output)
@@ -511,28 +557,35 @@ def train(config=None, **settings):
         state = _prepare_output(config)
         if state != "trained":
             _write_run_record(config, "running")
-            _fit(config, source, model_config, image_size, paths, verbose)
+            _fit(config, strategy, source, model_config, image_size, paths, verbose)
             # Recorded before the backup goes, so a kill in between never loses the trained run.
             _write_run_record(config, "trained")
             if os.path.isdir(paths["backup"]):
                 shutil.rmtree(paths["backup"])
+        if not chief:
+            return {"output": config.output, "metrics": None, "best_epoch": None, "epochs_run": None}
         return _finish(config, source, paths, verbose)
 
 
-def _fit(config, source, model_config, image_size, paths, verbose):
+def _fit(config, strategy, source, model_config, image_size, paths, verbose):
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(config.seed)
-        model = build_model(model_config, input_shape=(*image_size, 3), weights=config.vgg_weights,
-                            name=f"reseg_{config.preset}")
-        model.compile(
-            optimizer=_optimizer(config.optimizer, config.learning_rate),
-            loss=VoidAwareCrossEntropy(model_config.num_classes),
-            metrics=segmentation_metrics(model_config.num_classes),
-        )
-        train_data, val_data = _datasets(config, source, image_size)
+        with strategy.scope():
+            model = build_model(model_config, input_shape=(*image_size, 3), weights=config.vgg_weights,
+                                name=f"reseg_{config.preset}")
+            model.compile(
+                optimizer=_optimizer(config.optimizer, config.learning_rate),
+                loss=VoidAwareCrossEntropy(model_config.num_classes),
+                metrics=segmentation_metrics(model_config.num_classes),
+            )
+        replicas = strategy.num_replicas_in_sync
+        if replicas > 1:
+            _say(f"{config.strategy} strategy: {replicas} replicas, global batch "
+                 f"{config.batch_size * replicas} ({config.batch_size} per replica).")
+        train_data, val_data = _datasets(config, source, image_size, config.batch_size * replicas)
         callbacks = _callbacks(config, paths, verbose)
         _say(f"Training {config.preset} on {config.dataset} ({source.data_dir}) at "
              f"{image_size[0]}x{image_size[1]} for up to {config.epochs} epochs -> {config.output}")

@@ -92,3 +92,38 @@ def test_unknown_strategy_and_missing_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
         make_strategy("multiworker")
+
+
+@pytest.mark.slow
+def test_reseg_train_cli_with_mirrored_strategy(tmp_path):
+    from test_training import _train_args, _write_camvid
+
+    data_dir = _write_camvid(tmp_path / "camvid")
+    output = tmp_path / "run"
+    script = (
+        "import sys; from reseg_tf.distribute import configure_logical_cpus; configure_logical_cpus(2); "
+        "from reseg_tf import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", script, *_train_args(data_dir, output, "--strategy", "mirrored")],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=Path(__file__).parent,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "2 replicas, global batch 4 (2 per replica)" in process.stdout + process.stderr
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_iou"] <= 1.0
+    assert (output / "model.keras").is_file()
+
+
+def test_time_budget_stops_after_the_epoch_that_exhausts_it():
+    import keras
+
+    from reseg_tf.training import TimeBudget
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    budget = TimeBudget(minutes=1e-6)
+    history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=5, verbose=0, callbacks=[budget])
+    assert len(history.history["loss"]) == 1
+    generous = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3, verbose=0, callbacks=[TimeBudget(60)])
+    assert len(generous.history["loss"]) == 3
