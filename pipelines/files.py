@@ -1,9 +1,12 @@
 """Cheap up-front checks of image and mask files (header and end marker, no full decode).
 
-They run before a `tf.data` pipeline is built, so a missing, empty, truncated or non-image file
-is reported with its path instead of failing later inside a tf.data worker.
+They run before a `tf.data` pipeline is built, so a missing, empty, truncated, oversized or
+non-image file is reported with its path instead of failing later inside a tf.data worker.
+File names that are not valid UTF-8 are refused (TensorFlow paths are UTF-8 strings); the
+messages show such names as Python bytes literals.
 """
 import os
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -13,6 +16,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DECODABLE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 # Bytes read from the end of a file when looking for its end marker; some writers append padding.
 _TAIL_BYTES = 1024
+# Decoding a larger image takes gigabytes of memory, and a corrupt or hostile header can claim
+# any size: such files are refused from their header, before anything is decoded.
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class BadFileError(ValueError):
@@ -35,16 +41,30 @@ def inspect_image_file(path):
     Returns a `FileInfo`; raises `BadFileError` naming the file for a missing, empty,
     unidentifiable, unsupported or truncated file.
     """
+    if not is_utf8_path(path):
+        raise BadFileError(f"{shown_path(path)}: the file name is not valid UTF-8; rename the file")
+    if os.path.isdir(path):
+        raise BadFileError(f"{path}: is a directory, not an image file")
     if not os.path.isfile(path):
         raise BadFileError(f"{path}: file not found")
     byte_count = os.path.getsize(path)
     if byte_count == 0:
         raise BadFileError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            info = FileInfo(path, image.format, (image.height, image.width), image.mode)
+        with warnings.catch_warnings():
+            # Sizes are checked below against our own limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                info = FileInfo(path, image.format, (image.height, image.width), image.mode)
+    except Image.DecompressionBombError:
+        raise BadFileError(f"{path}: the header claims more than {MAX_IMAGE_PIXELS:,} pixels; "
+                           "a corrupt file, or an image to resize first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadFileError(f"{path}: not a readable image ({error})") from error
+    height, width = info.size
+    if height * width > MAX_IMAGE_PIXELS:
+        raise BadFileError(f"{path}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} "
+                           "pixels accepted; a corrupt header, or an image to resize first")
     if info.format not in DECODABLE_FORMATS:
         raise BadFileError(f"{path}: unsupported image format {info.format}; "
                            f"use one of {', '.join(DECODABLE_FORMATS)}")
@@ -58,14 +78,34 @@ def inspect_image_file(path):
     return info
 
 
+def is_utf8_path(path):
+    """False for a path whose bytes are not valid UTF-8 (Python holds them as surrogates)."""
+    try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path):
+    """`path` for a message; a name that is not valid UTF-8 is shown as a bytes literal."""
+    return os.fsdecode(path) if is_utf8_path(path) else repr(os.fsencode(path))
+
+
 def list_images_by_stem(directory):
-    """Maps file stem -> path for the image files directly inside `directory`."""
+    """Maps file stem -> path for the image files directly inside `directory`.
+
+    Raises ValueError naming the file for an image file name that is not valid UTF-8.
+    """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory not found: {directory}")
     by_stem = {}
     for entry in sorted(os.listdir(directory)):
         stem, suffix = os.path.splitext(entry)
         if suffix.lower() in IMAGE_SUFFIXES and not entry.startswith("."):
+            if not is_utf8_path(entry):
+                raise ValueError(f"{shown_path(os.path.join(directory, entry))}: the file name is not "
+                                 "valid UTF-8; rename the file")
             if stem in by_stem:
                 raise ValueError(f"{directory}: two image files share the stem {stem!r} "
                                  f"({os.path.basename(by_stem[stem])} and {entry})")

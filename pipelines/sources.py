@@ -270,7 +270,12 @@ class CamVidSource(DataSource):
             return list(pairs.values())
         pairs = []
         with open(list_file, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
+            try:
+                lines = handle.readlines()
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{list_file}: not valid UTF-8 text ({error.reason} at byte "
+                                 f"{error.start}); list files hold UTF-8 paths") from None
+            for line_number, line in enumerate(lines, start=1):
                 fields = line.split()
                 if not fields:
                     continue

@@ -4,35 +4,21 @@ Metrics are computed at the labels' full resolution. A model saved with a fixed 
 (as `reseg_tf.train` saves it) sees each image resized (bilinear) to that size; its class
 probabilities are resized back (bilinear) to the label size before the argmax. A model with
 `None` height/width runs at the native size.
+
+Images with NaN or infinite values are refused (ValueError) by `Predictor`, and so by evaluate
+and predict; a direct `model(images)` call returns NaN probabilities for them.
 """
 import os
+import re
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from reseg_tf.metrics import summarize_confusion
+from reseg_tf.model_io import load_reseg_model
 from reseg_tf.models import ReSegModel, config_from_model
 from reseg_tf.run_files import atomic_write_bytes, atomic_write_json
-
-
-def load_reseg_model(path):
-    """Loads a `.keras` ReSeg model (uncompiled, `safe_mode=True`); clear errors otherwise."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"--model {path} is a directory; give the path of a .keras model file.")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for foreign, corrupt or unsafe files.
-        raise ValueError(f"could not load {path} as a Keras model: {error}") from error
-    try:
-        config_from_model(model)
-    except ValueError:
-        raise ValueError(f"{path} is a Keras model ({type(model).__name__} {model.name!r}) but not a "
-                         "ReSeg model; give a model saved by `reseg train` or reseg_tf.build_model.") from None
-    return model
 
 
 def model_input_size(model):
@@ -71,12 +57,25 @@ class Predictor:
         return probabilities
 
     def probabilities(self, images):
-        """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images."""
-        return self._run(tf.convert_to_tensor(images))
+        """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images.
+
+        Raises ValueError for NaN or infinite pixel values (the argmax of NaN probabilities
+        would silently be class 0).
+        """
+        images = tf.convert_to_tensor(images)
+        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
+            raise ValueError("images contain NaN or infinite values; give RGB pixel values 0..255.")
+        return self._run(images)
 
     def classes(self, images):
         """uint8 `(B, H, W)` argmax class indices."""
         return tf.cast(tf.argmax(self.probabilities(images), axis=-1), tf.uint8)
+
+
+def op_error_summary(error):
+    """The first line of a TensorFlow op error without its `{{function_node ...}}` prefix."""
+    message = getattr(error, "message", None) or str(error)
+    return re.sub(r"^\{\{[^}]*\}\}\s*", "", message.strip()).splitlines()[0]
 
 
 def _check_classes(model, source):
@@ -102,9 +101,15 @@ def evaluate_model(model, source, split, image_size=None, verbose=1):
     predictor = Predictor(model, image_size)
     num_classes = source.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    count = len(source.pairs(split))
+    pairs = source.pairs(split)
+    count = len(pairs)
     progress = keras.utils.Progbar(count, verbose=1 if verbose == 1 else 0, unit_name="image")
-    for step, (images, labels, *_) in enumerate(_examples(source, split), start=1):
+    examples = iter(_examples(source, split))
+    for step, (image_path, mask_path) in enumerate(pairs, start=1):
+        try:
+            images, labels, *_ = next(examples)
+        except tf.errors.OpError as error:  # decoding or a label check failed (in order: batch 1)
+            raise ValueError(f"{image_path} / {mask_path}: {op_error_summary(error)}") from None
         classes = predictor.classes(images).numpy().astype(np.int64).ravel()
         truth = labels.numpy().astype(np.int64).ravel()
         valid = (truth >= 0) & (truth < num_classes)
@@ -138,6 +143,8 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
     """
     import pipelines
 
+    if json_path and os.path.isdir(json_path):
+        raise IsADirectoryError(f"--json {os.fspath(json_path)} is a directory; give a file name")
     if not isinstance(model, keras.Model):
         model_path = os.fspath(model)
         model = load_reseg_model(model_path)

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg_tf.model_io import load_reseg_model
+
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 OUTPUT_KEYS = ("probabilities", "classes")
@@ -93,37 +95,6 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------- model + arguments
-
-
-def load_reseg_model(model_or_path):
-    """Returns a ReSeg Keras model from a model object or a `.keras` path; clear errors otherwise."""
-    import keras
-
-    from reseg_tf.models import config_from_model
-
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = Path(model_or_path)
-        if not path.exists():
-            raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
-        if path.is_dir():
-            raise IsADirectoryError(
-                f"model path {str(path)!r} is a directory; pass the `.keras` file saved with model.save()."
-            )
-        try:
-            model = keras.models.load_model(path)
-        except Exception as error:  # Keras raises many types for corrupt / foreign files.
-            raise ValueError(f"could not load a Keras model from {str(path)!r}: {error}") from error
-        source = str(path)
-    else:
-        model, source = model_or_path, getattr(model_or_path, "name", repr(model_or_path))
-    try:
-        config_from_model(model)
-    except ValueError:
-        raise ValueError(
-            f"{source!r} is not a ReSeg model (got {type(model).__name__}); export needs a model "
-            "built with reseg_tf.build_model."
-        ) from None
-    return model
 
 
 def _model_image_shape(model):
@@ -217,8 +188,14 @@ def load_images(files, image_size):
     """Decodes image files to a uint8 `(N, H, W, 3)` array, resized (bilinear) to `image_size`."""
     import tensorflow as tf
 
+    from pipelines.files import BadFileError, inspect_image_file
+
     images = []
     for path in files:
+        try:
+            inspect_image_file(path)  # before decoding: a huge header would allocate gigabytes
+        except BadFileError as error:
+            raise ValueError(f"cannot use representative image: {error}") from None
         try:
             image = tf.io.decode_image(Path(path).read_bytes(), channels=3, expand_animations=False)
         except (OSError, tf.errors.OpError) as error:

@@ -4,7 +4,9 @@ For each input image `NAME.ext` it writes `NAME.png` (uint8 class indices, same 
 image) and, with `overlay=True`, `NAME_overlay.png` (the image blended with the class colors:
 the CamVid palette for CamVid's 11 classes, black/white for two classes, generated colors
 otherwise). Images that cannot be read are skipped with a message naming the file; the rest
-are still segmented.
+are still segmented. Skipped too: files whose header claims more than
+`pipelines.files.MAX_IMAGE_PIXELS` pixels, and file names that are not valid UTF-8.
+Conversions: gray, gray+alpha, palette and RGBA images become RGB; 16-bit ones are scaled to 8 bits.
 """
 import os
 
@@ -15,8 +17,6 @@ import tensorflow as tf
 from reseg_tf.evaluation import Predictor, colorize, load_reseg_model, write_png
 from reseg_tf.models import CAMVID_CLASSES, config_from_model
 
-# Decoding a larger image would take gigabytes of memory; such inputs are refused up front.
-MAX_IMAGE_PIXELS = 64_000_000
 OVERLAY_ALPHA = 0.5
 
 
@@ -34,7 +34,7 @@ def class_palette(model_config):
 def list_images(inputs):
     """Image files of `inputs` (files as given, directories' images sorted), and the inputs that
     are missing as `(path, reason)` pairs."""
-    from pipelines.files import IMAGE_SUFFIXES
+    from pipelines.files import IMAGE_SUFFIXES, shown_path
 
     files, problems = [], []
     for entry in inputs:
@@ -50,7 +50,7 @@ def list_images(inputs):
         elif os.path.isfile(entry):
             files.append(entry)
         else:
-            problems.append((entry, "no such file or directory"))
+            problems.append((shown_path(entry), "no such file or directory"))
     return files, problems
 
 
@@ -59,13 +59,9 @@ def read_image(path):
     from pipelines.files import BadFileError, inspect_image_file
 
     try:
-        info = inspect_image_file(path)
+        inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
     except BadFileError as error:
         raise ValueError(str(error)) from None
-    height, width = info.size
-    if height * width > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{path}: {width}x{height} pixels is larger than the {MAX_IMAGE_PIXELS:,} "
-                         "pixels predict accepts; resize it first")
     try:
         # Gray, palette and RGBA images become RGB; 16-bit ones are scaled to 8 bits.
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8,
@@ -104,6 +100,8 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         inputs = [inputs]
     if not isinstance(model, keras.Model):
         model = load_reseg_model(model)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(f"output folder {os.fspath(output_dir)} is an existing file; give a folder")
     palette = class_palette(config_from_model(model))
     predictor = Predictor(model, image_size)
     files, skipped = list_images(inputs)
