@@ -1,4 +1,5 @@
-"""Crash safety of training runs: atomic writes, the output-dir lock, NaN stop, history rows."""
+"""Crash safety of training runs: atomic writes, the output-dir lock (a second run refused, a
+killed owner taken over), NaN/inf stop (loss or inputs), history rows."""
 import json
 import os
 import subprocess
@@ -45,20 +46,45 @@ def test_atomic_model_save_killed_midway_keeps_loadable_model(tmp_path):
     np.testing.assert_allclose(restored.get_weights()[0], model.get_weights()[0])
 
 
-def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+def test_lock_refuses_a_live_owner_and_takes_over_a_killed_one(tmp_path):
     with RunLock(tmp_path):
         with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}.*--output"):
             RunLock(tmp_path).acquire()
     assert not (tmp_path / RunLock.FILE_NAME).exists()
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os, signal; print(os.getpid(), flush=True); "
+                           "os.kill(os.getpid(), signal.SIGKILL)"], capture_output=True, text=True)
+    assert dead.returncode == -9
     stale = {"pid": int(dead.stdout), "host": os.uname().nodename, "start_time": 1, "purpose": "reseg train"}
     (tmp_path / RunLock.FILE_NAME).write_text(json.dumps(stale))
     lock = RunLock(tmp_path).acquire()
     assert lock.took_over_from["pid"] == stale["pid"]
     assert json.loads((tmp_path / RunLock.FILE_NAME).read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_second_train_into_a_locked_output_refuses_until_the_owner_is_killed(tmp_path, capsys):
+    from reseg_tf import cli
+
+    output = tmp_path / "run"
+    # Another live `reseg train` holds the lock: run_files.py loaded by path, no TensorFlow import.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('run_files', {run_files.__file__!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"module.RunLock({str(output)!r}).acquire(); print('locked', flush=True); time.sleep(600)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cli.main(["train", "--output", str(output), "--epochs", "1"]) == 2
+        error = capsys.readouterr().err
+        assert f"pid {holder.pid}" in error and "--output" in error and error.count("\n") == 1
+        assert sorted(os.listdir(output)) == [RunLock.FILE_NAME]  # nothing of the second run
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with RunLock(output) as lock:  # the killed owner's lock is taken over, not stuck forever
+        assert lock.took_over_from["pid"] == holder.pid
 
 
 def test_lock_of_a_reused_pid_is_stale(tmp_path):
@@ -104,6 +130,31 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint_and_backup(tmp_path):
     saved = keras.models.load_model(paths["model.keras"], compile=False)
     assert all(np.isfinite(w).all() for w in saved.get_weights())
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert [row["epoch"] for row in training.read_history(paths["history.csv"])] == [1]
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+def test_nan_or_inf_inputs_stop_training_and_keep_last_good_checkpoint(tmp_path, bad_value):
+    import tensorflow as tf
+
+    from reseg_tf.losses import VoidAwareCrossEntropy
+    from reseg_tf.metrics import MeanIoU
+
+    model = _tiny_model()
+    model.compile("sgd", VoidAwareCrossEntropy(3), metrics=[MeanIoU(3)])
+    images = np.random.default_rng(0).random((8, 4, 4, 3)).astype("float32")
+    images[4:] = bad_value  # the batches of epoch 2
+    labels = np.random.default_rng(1).integers(0, 4, (8, 4, 4))
+    # steps_per_epoch: the second epoch continues the same pass, so it reaches the bad images.
+    train_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    paths = {name: str(tmp_path / name) for name in ("history.csv", "model.keras")}
+    callbacks = [training.StopOnNonFiniteLoss(), training.EpochHistoryCSV(paths["history.csv"]),
+                 training.BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=0)]
+    with pytest.raises(training.TrainingDivergedError, match="epoch 2, batch 1"):
+        model.fit(train_data, validation_data=(images[:4], labels[:4]), epochs=3, steps_per_epoch=2,
+                  shuffle=False, callbacks=callbacks, verbose=0)
+    saved = keras.models.load_model(paths["model.keras"], compile=False)
+    assert all(np.isfinite(w).all() for w in saved.get_weights())
     assert [row["epoch"] for row in training.read_history(paths["history.csv"])] == [1]
 
 
