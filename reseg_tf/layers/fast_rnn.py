@@ -44,10 +44,10 @@ def _matmul(a, b, matmul_dtype, **kwargs):
 # The elementwise part of one step, forward and backward. XLA fuses each into one kernel
 # (instead of ~15 TF ops, each a pass over memory); the loop and the matmuls stay TF/oneDNN ops,
 # which were faster here than XLA's CPU dot. `x_projs` holds one `(N, 3U)` slice per direction.
-def _gates(x_projs, h_matmul, recurrent_bias, h, matmul_dtype):
+def _gates(x_projs, h_matmul, input_bias, recurrent_bias, h, matmul_dtype):
     """The new state `(S, N, U)` (float32 and in `matmul_dtype`) and its per-direction slices."""
     units = h.shape[-1]
-    x_proj = tf.stack(x_projs)
+    x_proj = tf.stack(x_projs) + input_bias[:, None, :]
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
@@ -56,15 +56,16 @@ def _gates(x_projs, h_matmul, recurrent_bias, h, matmul_dtype):
     return h, tf.cast(h, matmul_dtype), tuple(tf.unstack(h))
 
 
-def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, recurrent_bias, h_prevs,
-                first_step, d_bias, matmul_dtype):
+def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, input_bias, recurrent_bias,
+                h_prevs, first_step, d_biases, matmul_dtype):
     """Backward of `_gates` with the gates recomputed. Returns d(x_proj) per direction,
     d(h_proj) and the previous state (both in `matmul_dtype`, for the matmuls), the part of
-    d(h_prev) that bypasses the recurrent matmul, and the updated recurrent-bias gradient."""
+    d(h_prev) that bypasses the recurrent matmul, and the updated (input, recurrent) bias
+    gradients (summed here, where it is cheap, rather than by a reduction over all steps)."""
     units = h_prevs[0].shape[-1]
     d_h = tf.stack(d_outputs) + d_h_direct + tf.cast(d_h_matmul, tf.float32)
     h_prev = tf.where(first_step, tf.zeros_like(d_h), tf.stack(h_prevs))
-    x_proj = tf.stack(x_projs)
+    x_proj = tf.stack(x_projs) + input_bias[:, None, :]
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
@@ -74,8 +75,10 @@ def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, recurrent_
     d_zr = tf.concat([d_h * (h_prev - c), d_c * h_h], axis=-1) * zr * (1.0 - zr)
     d_hidden_proj = tf.concat([d_zr, d_c * r], axis=-1)
     d_input_proj = tf.concat([d_zr, d_c], axis=-1)
+    d_biases = d_biases + tf.stack([tf.reduce_sum(d_input_proj, axis=1),
+                                    tf.reduce_sum(d_hidden_proj, axis=1)], axis=1)
     return (tuple(tf.unstack(d_input_proj)), tf.cast(d_hidden_proj, matmul_dtype),
-            tf.cast(h_prev, matmul_dtype), d_h * z, d_bias + tf.reduce_sum(d_hidden_proj, axis=1))
+            tf.cast(h_prev, matmul_dtype), d_h * z, d_biases)
 
 
 _FUSED = {}
@@ -93,15 +96,15 @@ def _time_index(step, steps, reverse):
     return steps - 1 - step if reverse else step
 
 
-def _gru_recurrence(projs, reverse, recurrent_kernel, recurrent_bias, matmul_dtype, jit_compile):
+def _gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_compile):
     """Runs `S` independent GRUs over `T` steps, all in one loop.
 
     Args:
-        projs: `S` tensors `(T, N, 3U)` float32, `x @ kernel + bias[0]` of each direction, in
+        projs: `S` tensors `(T, N, 3U)` float32, `x @ kernel` of each direction (no bias), in
             time order.
         reverse: `S` bools: whether each direction runs from time `T-1` down to 0.
         recurrent_kernel: `(S, U, 3U)` float32.
-        recurrent_bias: `(S, 3U)` float32.
+        biases: `(S, 2, 3U)` float32, the Keras GRU biases (input, recurrent) of each direction.
         matmul_dtype: `"float32"` or `"bfloat16"`.
         jit_compile: XLA-fuse the elementwise part of each step.
 
@@ -113,7 +116,8 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, recurrent_bias, matmul_dty
 
     @tf.custom_gradient
     def recurrence(*args):
-        projs, (recurrent_kernel, recurrent_bias) = args[:directions], args[directions:]
+        projs, (recurrent_kernel, biases) = args[:directions], args[directions:]
+        input_bias, recurrent_bias = biases[:, 0], biases[:, 1]
         steps, lines = tf.shape(projs[0])[0], tf.shape(projs[0])[1]
         units = recurrent_kernel.shape[1]
         kernel = tf.cast(recurrent_kernel, matmul_dtype)
@@ -126,7 +130,8 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, recurrent_bias, matmul_dty
         def step(t, h, h_for_matmul, states, h_matmuls):
             x_projs = tuple(proj[_time_index(t, steps, rev)] for proj, rev in zip(projs, reverse))
             h_matmul = tf.matmul(h_for_matmul, kernel)
-            h, h_for_matmul, per_direction = gates(x_projs, h_matmul, recurrent_bias, h, matmul_dtype)
+            h, h_for_matmul, per_direction = gates(x_projs, h_matmul, input_bias, recurrent_bias, h,
+                                                   matmul_dtype)
             h.set_shape(state_shape)
             h_for_matmul.set_shape(state_shape)
             states = tuple(array.write(_time_index(t, steps, rev), state)
@@ -145,41 +150,41 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, recurrent_bias, matmul_dty
         def grad(*d_states):
             d_states = [tf.zeros_like(s) if d is None else d for d, s in zip(d_states, states)]
 
-            def back_step(t, d_h_direct, d_h_matmul, d_kernel, d_bias, d_projs):
+            def back_step(t, d_h_direct, d_h_matmul, d_kernel, d_biases, d_projs):
                 times = [_time_index(t, steps, rev) for rev in reverse]
                 # The state before step t: time t-1 going forward, t+1 going backward.
                 prev_times = [tf.clip_by_value(_time_index(t - 1, steps, rev), 0, steps - 1)
                               for rev in reverse]
-                d_input_projs, d_hidden_proj, h_prev, d_h_direct, d_bias = gates_grad(
+                d_input_projs, d_hidden_proj, h_prev, d_h_direct, d_biases = gates_grad(
                     tuple(d[i] for d, i in zip(d_states, times)), d_h_direct, d_h_matmul,
-                    tuple(p[i] for p, i in zip(projs, times)), h_matmuls[t], recurrent_bias,
-                    tuple(s[i] for s, i in zip(states, prev_times)), tf.equal(t, 0), d_bias,
-                    matmul_dtype)
+                    tuple(p[i] for p, i in zip(projs, times)), h_matmuls[t], input_bias,
+                    recurrent_bias, tuple(s[i] for s, i in zip(states, prev_times)),
+                    tf.equal(t, 0), d_biases, matmul_dtype)
                 d_h_direct.set_shape(state_shape)
                 d_h_matmul = tf.matmul(d_hidden_proj, kernel, transpose_b=True)
                 d_kernel += tf.cast(tf.matmul(h_prev, d_hidden_proj, transpose_a=True), tf.float32)
                 d_projs = tuple(array.write(i, d) for array, i, d in zip(d_projs, times, d_input_projs))
-                return t - 1, d_h_direct, d_h_matmul, d_kernel, d_bias, d_projs
+                return t - 1, d_h_direct, d_h_matmul, d_kernel, d_biases, d_projs
 
             d_projs = tuple(array(tf.float32, line_shape.concatenate([3 * units])) for _ in projs)
             zeros = tf.zeros_like(h0)
-            _, _, _, d_kernel, d_bias, d_projs = tf.while_loop(
+            _, _, _, d_kernel, d_biases, d_projs = tf.while_loop(
                 lambda t, *_: t >= 0, back_step,
                 (steps - 1, zeros, tf.cast(zeros, matmul_dtype), tf.zeros_like(recurrent_kernel),
-                 tf.zeros_like(recurrent_bias), d_projs),
+                 tf.zeros_like(biases), d_projs),
                 parallel_iterations=1)
-            return (*(array.stack() for array in d_projs), d_kernel, d_bias)
+            return (*(array.stack() for array in d_projs), d_kernel, d_biases)
 
         return states, grad
 
-    return recurrence(*projs, recurrent_kernel, recurrent_bias)
+    return recurrence(*projs, recurrent_kernel, biases)
 
 
-def _project(sequences, kernel, input_bias, matmul_dtype):
-    """`(T, N, D) -> (T, N, 3U)` input projections of all steps in one matmul."""
+def _project(sequences, kernel, matmul_dtype):
+    """`(T, N, D) -> (T, N, 3U)` input projections of all steps in one matmul (bias: in the loop)."""
     shape = tf.shape(sequences)
     flat = tf.reshape(sequences, (-1, sequences.shape[-1]))
-    proj = _matmul(flat, kernel, matmul_dtype) + input_bias
+    proj = _matmul(flat, kernel, matmul_dtype)
     return tf.reshape(proj, tf.stack([shape[0], shape[1], kernel.shape[-1]]))
 
 
@@ -210,12 +215,10 @@ def bidirectional_gru(sequences, forward_weights, backward_weights, stacked=Fals
     backward_weights = [tf.convert_to_tensor(w, tf.float32) for w in backward_weights]
 
     def run(inputs_and_weights, reverse):
-        projs = [_project(inputs, kernel, bias[0], matmul_dtype)
-                 for inputs, (kernel, _, bias) in inputs_and_weights]
+        projs = [_project(inputs, kernel, matmul_dtype) for inputs, (kernel, _, _) in inputs_and_weights]
         recurrent_kernels = tf.stack([weights[1] for _, weights in inputs_and_weights])
-        recurrent_biases = tf.stack([weights[2][1] for _, weights in inputs_and_weights])
-        return _gru_recurrence(projs, reverse, recurrent_kernels, recurrent_biases, matmul_dtype,
-                               jit_compile)
+        biases = tf.stack([weights[2] for _, weights in inputs_and_weights])
+        return _gru_recurrence(projs, reverse, recurrent_kernels, biases, matmul_dtype, jit_compile)
 
     if stacked:
         (forward_states,) = run([(sequences, forward_weights)], (False,))
