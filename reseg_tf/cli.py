@@ -311,6 +311,28 @@ def _add_show_dataset(subparsers):
 COMMANDS.extend([_add_verify_dataset, _add_show_dataset])
 
 
+def _add_report(subparsers):
+    parser = subparsers.add_parser(
+        "report", help="Write RUN_DIR/report/report.md with learning curves, confusion matrix, "
+        "per-class IoU and prediction figures.",
+        description="Summarize a finished `reseg train` run (history.csv, metrics.json, predictions/) "
+        "as Markdown plus PNG figures; nothing is recomputed.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a finished `reseg train` run")
+    parser.add_argument("--output", default=None, help="folder for report.md and the figures; default: RUN_DIR/report")
+
+    def handler(args):
+        from reseg_tf.report import write_report
+
+        print(f"wrote {write_report(args.run_dir, args.output)}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS.append(_add_report)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="reseg",

@@ -95,8 +95,8 @@ def _examples(source, split):
 
 def evaluate_model(model, source, split, image_size=None, verbose=1):
     """Streams a split through the model and returns `summarize_confusion`'s dict plus
-    `baseline_mean_iou` (predicting the split's most frequent class everywhere) and
-    `num_images`."""
+    `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`
+    and `confusion_matrix` (rows: ground truth, columns: prediction)."""
     _check_classes(model, source)
     predictor = Predictor(model, image_size)
     num_classes = source.num_classes
@@ -120,6 +120,8 @@ def evaluate_model(model, source, split, image_size=None, verbose=1):
     pixels = confusion.sum()
     summary["baseline_mean_iou"] = float(confusion.sum(axis=1).max() / pixels / num_classes) if pixels else 0.0
     summary["num_images"] = count
+    # Rows = ground truth, columns = prediction (void excluded); `reseg report` plots it.
+    summary["confusion_matrix"] = confusion.tolist()
     return summary
 
 
