@@ -195,7 +195,7 @@ def load_images(files, image_size):
         try:
             inspect_image_file(path)  # before decoding: a huge header would allocate gigabytes
         except BadFileError as error:
-            raise ValueError(f"cannot use representative image: {error}") from None
+            raise ValueError(f"cannot read image {error}") from None
         try:
             image = tf.io.decode_image(Path(path).read_bytes(), channels=3, expand_animations=False)
         except (OSError, tf.errors.OpError) as error:
