@@ -5,6 +5,7 @@ which sets `handler` to a function taking the parsed arguments and returning an 
 """
 import argparse
 import sys
+from pathlib import Path
 
 
 class CliError(Exception):
@@ -163,13 +164,33 @@ def _add_train(subparsers):
     parser.set_defaults(handler=handler)
 
 
+# The trained CamVid model committed with the source (a git checkout / editable install).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "saved_models" / "camvid" / "model.keras"
+
+
+def _add_model_flag(parser):
+    parser.add_argument("--model", default=None,
+                        help=f"the trained model's .keras file; default: the committed CamVid model "
+                        f"saved_models/camvid/model.keras")
+
+
+def _model_path(args):
+    if args.model is not None:
+        return args.model
+    if not DEFAULT_MODEL.is_file():
+        raise CliError(f"no --model given and the default model {DEFAULT_MODEL} is not there "
+                       "(it ships with a git checkout of reseg_tf); pass --model PATH.")
+    print(f"using the default model {DEFAULT_MODEL}")
+    return str(DEFAULT_MODEL)
+
+
 def _add_evaluate(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="Evaluate a trained model on a dataset split (the paper's Table 3 metrics).",
         description="Per-class accuracy and IoU, global accuracy, average class accuracy and mean IoU "
         "over all classes, at the labels' full resolution (void ignored).",
     )
-    parser.add_argument("--model", required=True, help="the trained model's .keras file")
+    _add_model_flag(parser)
     _add_data_source_flags(parser)
     parser.add_argument("--split", default="val", help="split to evaluate (train, val, test, ...); default: val")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
@@ -180,6 +201,7 @@ def _add_evaluate(subparsers):
     def handler(args):
         from reseg_tf.evaluation import evaluate, format_table
 
+        args.model = _model_path(args)
         summary = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                            image_size=args.image_size, json_path=args.json, **_data_source_options(args))
         print(f"{summary['dataset']} {args.split} ({summary['num_images']} images), {args.model}:")
@@ -198,7 +220,7 @@ def _add_predict(subparsers):
         "and OUTPUT/NAME_overlay.png with --overlay. Unreadable images are skipped with a message; "
         "the exit code is then 1.",
     )
-    parser.add_argument("--model", required=True, help="the trained model's .keras file")
+    _add_model_flag(parser)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     parser.add_argument("--output", required=True, help="folder for the predicted PNGs")
     parser.add_argument("--overlay", action="store_true",
@@ -209,7 +231,7 @@ def _add_predict(subparsers):
     def handler(args):
         from reseg_tf.prediction import predict
 
-        report = predict(args.model, args.inputs, args.output, overlay=args.overlay, image_size=args.image_size)
+        report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay, image_size=args.image_size)
         images = len(report["written"]) // (2 if args.overlay else 1)
         print(f"segmented {images} image(s) into {args.output}; skipped {len(report['skipped'])}")
         return 1 if report["skipped"] else 0

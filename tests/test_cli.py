@@ -38,3 +38,12 @@ def test_every_flag_has_help():
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"`reseg {name} {action.option_strings[0]}` has no help text"
+
+
+def test_predict_without_model_needs_the_default_model(tmp_path, monkeypatch, capsys):
+    from reseg_tf import cli
+
+    monkeypatch.setattr(cli, "DEFAULT_MODEL", tmp_path / "absent" / "model.keras")
+    assert main(["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no --model given" in err and "absent" in err
