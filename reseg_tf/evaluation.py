@@ -72,10 +72,20 @@ class Predictor:
         return tf.cast(tf.argmax(self.probabilities(images), axis=-1), tf.uint8)
 
 
+# Lines TensorFlow wraps around the real cause of an op error raised inside `fit`/tf.data.
+_OP_ERROR_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>|\s*\[\[)")
+
+
 def op_error_summary(error):
-    """The first line of a TensorFlow op error without its `{{function_node ...}}` prefix."""
+    """The line of a TensorFlow op error that says what went wrong (for a failed in-graph check:
+    its message, which names the file), without TensorFlow's wrapping."""
     message = getattr(error, "message", None) or str(error)
-    return re.sub(r"^\{\{[^}]*\}\}\s*", "", message.strip()).splitlines()[0]
+    lines = [re.sub(r"^\{\{[^}]*\}\}\s*", "", line).strip() for line in message.splitlines()]
+    lines = [line for line in lines if line and not _OP_ERROR_NOISE.match(line)] or [message.strip()]
+    cause = lines[0]
+    if "assertion failed:" in cause:
+        cause = cause.split("assertion failed:", 1)[1].strip()
+    return cause
 
 
 def _check_classes(model, source):

@@ -35,6 +35,7 @@ import threading
 import time
 
 import keras
+import tensorflow as tf
 
 from reseg_tf.distribute import STRATEGIES, distribute_options, is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
@@ -594,6 +595,13 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
                 return model.fit(train_data, validation_data=val_data, epochs=config.epochs,
                                  steps_per_epoch=config.steps_per_epoch, callbacks=callbacks,
                                  shuffle=False, verbose=verbose)  # pipelines shuffle
+        except tf.errors.OpError as error:
+            # Bad data that passed the up-front checks (e.g. a corrupt middle of a PNG, labels out
+            # of range) fails inside tf.data; the message names the file.
+            from reseg_tf.evaluation import op_error_summary
+
+            raise ValueError(f"training data could not be read: {op_error_summary(error)}. Run "
+                             f"`reseg verify-dataset` on the data to list every bad file.") from None
         except KeyboardInterrupt:
             completed = read_json(os.path.join(paths["backup"], "training_metadata.json"), {}).get("epoch", 0)
             _say(f"\nTraining interrupted. {completed} completed epoch(s) are backed up in "

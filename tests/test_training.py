@@ -230,3 +230,15 @@ def test_sigint_then_sigkill_then_resume_counts_each_epoch_once(data_dir, tmp_pa
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
     assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 3
     load_reseg_model(output / "model.keras")
+
+
+def test_bad_training_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    data_dir = _write_camvid(tmp_path / "camvid")
+    mask_path = data_dir / "trainannot" / "train_1.png"
+    labels = np.array(Image.open(mask_path))
+    labels[0, 0] = 200  # outside 0..10 and not void
+    Image.fromarray(labels).save(mask_path)
+    assert cli.main(_train_args(data_dir, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "training data could not be read" in err and "train_1.png" in err
+    assert "Traceback" not in err
