@@ -162,3 +162,27 @@ def test_tflite_export_of_fast_path_uses_builtin_ops_only(tmp_path):
     np.testing.assert_allclose(out, model.predict(images, verbose=0), atol=1e-5)
     op_names = {op["op_name"] for op in interpreter._get_ops_details()}
     assert not any(name.startswith("Flex") for name in op_names)
+
+
+def test_directions_in_one_loop_equal_separate_loops():
+    from reseg_tf.layers.fast_rnn import _gru_recurrence
+
+    rng = np.random.default_rng(0)
+    projs = [tf.constant(rng.normal(size=(5, 3, 6)).astype("float32")) for _ in range(2)]
+    kernels = tf.constant(rng.normal(size=(2, 2, 6)).astype("float32"))
+    biases = tf.constant(rng.normal(size=(2, 2, 6)).astype("float32"))
+    reverse = (False, True)
+
+    def run(together):
+        with tf.GradientTape() as tape:
+            tape.watch([*projs, kernels, biases])
+            if together:
+                states = _gru_recurrence(projs, reverse, kernels, biases, "float32", True)
+            else:
+                states = [_gru_recurrence([p], (r,), kernels[s:s + 1], biases[s:s + 1], "float32", True)[0]
+                          for s, (p, r) in enumerate(zip(projs, reverse))]
+            loss = tf.reduce_sum(tf.stack(states) * np.linspace(-1, 1, 5 * 3 * 2 * 2).reshape(2, 5, 3, 2))
+        return [np.asarray(t) for t in [*states, *tape.gradient(loss, [*projs, kernels, biases])]]
+
+    for together, separate in zip(run(True), run(False)):
+        np.testing.assert_allclose(together, separate, atol=1e-6)

@@ -3,11 +3,12 @@
 Keras runs a GRU on the CPU one time step at a time, projecting the step's input inside the
 loop, and runs the two directions of a bidirectional sweep one after the other. Here:
 
-- the input projections of all time steps (and both directions) are one large matmul before
-  the loop, so the loop only holds the small recurrent matmul;
-- both directions run in the same loop: step `t` reads time `t` of the forward direction and
-  time `T-1-t` of the backward one, so the direction `s` is a leading axis of the loop state
-  and the recurrent matmul is one batched matmul; nothing is reversed or stacked in memory;
+- the input projections of all time steps are one large matmul per direction before the loop,
+  so the loop only holds the small recurrent matmul;
+- the backward direction reads and writes time `T-1-t` at step `t`: nothing is reversed in
+  memory. `_gru_recurrence` can run several directions in one loop (direction = leading axis,
+  one batched matmul); `bidirectional_gru` runs two independent loops instead, which TF runs
+  concurrently and which measured faster on an idle machine (see benchmarks/RESULTS.md);
 - tensors are time major `(T, N, features)`, so a step reads and writes contiguous slices;
 - the gradient is written by hand (`tf.custom_gradient`): the backward loop holds the gate
   algebra, the recurrent matmul and the recurrent-weight gradient's accumulation; the input
@@ -33,21 +34,13 @@ import tensorflow as tf
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
-def _matmul(a, b, matmul_dtype, **kwargs):
-    """`a @ b` with float32 output, computed in `matmul_dtype`."""
-    if matmul_dtype == "float32":
-        return tf.matmul(a, b, **kwargs)
-    product = tf.matmul(tf.cast(a, matmul_dtype), tf.cast(b, matmul_dtype), **kwargs)
-    return tf.cast(product, tf.float32)
-
-
 # The elementwise part of one step, forward and backward. XLA fuses each into one kernel
 # (instead of ~15 TF ops, each a pass over memory); the loop and the matmuls stay TF/oneDNN ops,
 # which were faster here than XLA's CPU dot. `x_projs` holds one `(N, 3U)` slice per direction.
 def _gates(x_projs, h_matmul, input_bias, recurrent_bias, h, matmul_dtype):
     """The new state `(S, N, U)` (float32 and in `matmul_dtype`) and its per-direction slices."""
     units = h.shape[-1]
-    x_proj = tf.stack(x_projs) + input_bias[:, None, :]
+    x_proj = tf.cast(tf.stack(x_projs), tf.float32) + input_bias[:, None, :]
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
@@ -65,7 +58,7 @@ def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, input_bias
     units = h_prevs[0].shape[-1]
     d_h = tf.stack(d_outputs) + d_h_direct + tf.cast(d_h_matmul, tf.float32)
     h_prev = tf.where(first_step, tf.zeros_like(d_h), tf.stack(h_prevs))
-    x_proj = tf.stack(x_projs) + input_bias[:, None, :]
+    x_proj = tf.cast(tf.stack(x_projs), tf.float32) + input_bias[:, None, :]
     h_proj = tf.cast(h_matmul, tf.float32) + recurrent_bias[:, None, :]
     zr = tf.sigmoid(x_proj[..., : 2 * units] + h_proj[..., : 2 * units])
     z, r = zr[..., :units], zr[..., units:]
@@ -77,7 +70,7 @@ def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, input_bias
     d_input_proj = tf.concat([d_zr, d_c], axis=-1)
     d_biases = d_biases + tf.stack([tf.reduce_sum(d_input_proj, axis=1),
                                     tf.reduce_sum(d_hidden_proj, axis=1)], axis=1)
-    return (tuple(tf.unstack(d_input_proj)), tf.cast(d_hidden_proj, matmul_dtype),
+    return (tuple(tf.unstack(tf.cast(d_input_proj, matmul_dtype))), tf.cast(d_hidden_proj, matmul_dtype),
             tf.cast(h_prev, matmul_dtype), d_h * z, d_biases)
 
 
@@ -100,8 +93,8 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_
     """Runs `S` independent GRUs over `T` steps, all in one loop.
 
     Args:
-        projs: `S` tensors `(T, N, 3U)` float32, `x @ kernel` of each direction (no bias), in
-            time order.
+        projs: `S` tensors `(T, N, 3U)` in `matmul_dtype`, `x @ kernel` of each direction (no
+            bias), in time order.
         reverse: `S` bools: whether each direction runs from time `T-1` down to 0.
         recurrent_kernel: `(S, U, 3U)` float32.
         biases: `(S, 2, 3U)` float32, the Keras GRU biases (input, recurrent) of each direction.
@@ -166,7 +159,7 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_
                 d_projs = tuple(array.write(i, d) for array, i, d in zip(d_projs, times, d_input_projs))
                 return t - 1, d_h_direct, d_h_matmul, d_kernel, d_biases, d_projs
 
-            d_projs = tuple(array(tf.float32, line_shape.concatenate([3 * units])) for _ in projs)
+            d_projs = tuple(array(matmul_dtype, line_shape.concatenate([3 * units])) for _ in projs)
             zeros = tf.zeros_like(h0)
             _, _, _, d_kernel, d_biases, d_projs = tf.while_loop(
                 lambda t, *_: t >= 0, back_step,
@@ -181,10 +174,11 @@ def _gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_
 
 
 def _project(sequences, kernel, matmul_dtype):
-    """`(T, N, D) -> (T, N, 3U)` input projections of all steps in one matmul (bias: in the loop)."""
+    """`(T, N, D) -> (T, N, 3U)` input projections of all steps in one matmul, in `matmul_dtype`
+    (the bias is added in the loop)."""
     shape = tf.shape(sequences)
-    flat = tf.reshape(sequences, (-1, sequences.shape[-1]))
-    proj = _matmul(flat, kernel, matmul_dtype)
+    flat = tf.reshape(tf.cast(sequences, matmul_dtype), (-1, sequences.shape[-1]))
+    proj = tf.matmul(flat, tf.cast(kernel, matmul_dtype))
     return tf.reshape(proj, tf.stack([shape[0], shape[1], kernel.shape[-1]]))
 
 
@@ -224,6 +218,10 @@ def bidirectional_gru(sequences, forward_weights, backward_weights, stacked=Fals
         (forward_states,) = run([(sequences, forward_weights)], (False,))
         (backward_states,) = run([(forward_states, backward_weights)], (True,))
     else:
-        forward_states, backward_states = run(
-            [(sequences, forward_weights), (sequences, backward_weights)], (False, True))
+        # Two independent loops, which TF runs concurrently (one per core here); one loop over
+        # both directions (batched matmul) measured as fast under load and slower on an idle
+        # machine, where its single-threaded fused kernels leave a core idle.
+        sequences = tf.cast(sequences, matmul_dtype)  # once for both directions
+        (forward_states,) = run([(sequences, forward_weights)], (False,))
+        (backward_states,) = run([(sequences, backward_weights)], (True,))
     return tf.concat([forward_states, backward_states], axis=-1)
