@@ -8,7 +8,8 @@ loop, and runs the two directions of a bidirectional sweep one after the other. 
 - the backward direction reads and writes time `T-1-t` at step `t`: nothing is reversed in
   memory. `_gru_recurrence` can run several directions in one loop (direction = leading axis,
   one batched matmul); `bidirectional_gru` runs two independent loops instead, which TF runs
-  concurrently and which measured faster on an idle machine (see benchmarks/RESULTS.md);
+  concurrently: same medians on the loaded shared machine, faster best-case (minimum) times
+  (see benchmarks/RESULTS.md);
 - tensors are time major `(T, N, features)`, so a step reads and writes contiguous slices;
 - the gradient is written by hand (`tf.custom_gradient`): the backward loop holds the gate
   algebra, the recurrent matmul and the recurrent-weight gradient's accumulation; the input
