@@ -220,8 +220,8 @@ def bidirectional_gru(sequences, forward_weights, backward_weights, stacked=Fals
         (backward_states,) = run([(forward_states, backward_weights)], (True,))
     else:
         # Two independent loops, which TF runs concurrently (one per core here); one loop over
-        # both directions (batched matmul) measured as fast under load and slower on an idle
-        # machine, where its single-threaded fused kernels leave a core idle.
+        # both directions (batched matmul) measured as fast under load and slower in best-case
+        # times, where its single-threaded fused kernels leave a core idle.
         sequences = tf.cast(sequences, matmul_dtype)  # once for both directions
         (forward_states,) = run([(sequences, forward_weights)], (False,))
         (backward_states,) = run([(sequences, backward_weights)], (True,))
