@@ -143,3 +143,15 @@ def test_conv_context_baseline_has_about_the_same_parameters():
     assert conv.predict(_images(1, 20, 24), verbose=0).shape == (1, 20, 24, 11)
     with pytest.raises(ValueError, match="context"):
         ReSegConfig(context="transformer")
+
+
+def test_weight_decay_reaches_every_trainable_kernel_including_the_grus(tmp_path):
+    config = TINY.replace(weight_decay=1e-3)
+    model = build_model(config, input_shape=(8, 8, 3))
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    # 2 ReNet layers x 4 RNNs x (kernel + recurrent kernel) + upsample + classifier kernels.
+    assert len(model.losses) == 2 * 4 * 2 + 2
+    expected = 1e-3 * sum(float(np.sum(np.square(w.numpy()))) for w in model.trainable_weights
+                          if w.path.endswith("kernel"))
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+    assert_model_round_trips(model, _images(1, 8, 8), tmp_path)

@@ -72,6 +72,8 @@ class ReNetLayer(keras.layers.Layer):
             relative error, for CPUs with AVX512_BF16/AMX). The fast paths compute in float32
             under mixed-precision policies (weights read in the policy's compute dtype, output
             cast back to it).
+        kernel_regularizer: regularizer of the four RNNs' input weights (e.g. `L2(1e-3)`).
+        recurrent_regularizer: regularizer of their recurrent weights.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, `trainable`).
 
     Example:
@@ -92,6 +94,8 @@ class ReNetLayer(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
         implementation="auto",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -123,6 +127,8 @@ class ReNetLayer(keras.layers.Layer):
         self.stack_sublayers = bool(stack_sublayers)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
         # Directions of travel: "down"/"up" sweep columns, "right"/"left" sweep rows.
@@ -142,6 +148,9 @@ class ReNetLayer(keras.layers.Layer):
             recurrent_initializer=keras.initializers.get(
                 keras.initializers.serialize(self.recurrent_initializer)
             ),
+            # Regularizers act on the RNN cells' variables, which both implementations use.
+            kernel_regularizer=self.kernel_regularizer,
+            recurrent_regularizer=self.recurrent_regularizer,
             dtype=self.dtype_policy,
             name=direction,
         )
@@ -266,5 +275,7 @@ class ReNetLayer(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
             implementation=self.implementation,
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            recurrent_regularizer=keras.regularizers.serialize(self.recurrent_regularizer),
         )
         return config

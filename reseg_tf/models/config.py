@@ -32,7 +32,8 @@ class ReSegConfig:
             convolution with `2 * units` filters and stride = patch size (ReLU), a baseline of
             about the same parameter count without the recurrent layers' global context.
         rnn, sweep_order, direction_mode, stack_sublayers: passed to every `ReNetLayer`.
-        weight_decay: L2 coefficient on the trainable kernels (0 disables it).
+        weight_decay: L2 coefficient on every trainable kernel (convolutions and the ReNet
+            layers' input and recurrent weights; biases and batch norm excluded); 0 disables it.
     """
 
     num_classes: int = 11

@@ -127,6 +127,7 @@ class ReSegModel(keras.Model):
             x = ReNetLayer(
                 units, patch_size=patch_size, rnn=config.rnn, sweep_order=config.sweep_order,
                 direction_mode=config.direction_mode, stack_sublayers=config.stack_sublayers,
+                kernel_regularizer=regularizer, recurrent_regularizer=regularizer,
                 name=f"renet_{index}",
             )(x)
         for index, (filters, kernel_size) in enumerate(config.upsampling, start=1):
