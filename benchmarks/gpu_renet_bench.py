@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from reseg_tf.layers import ReNetLayer  # noqa: E402
+from renet_bench import make_steps  # noqa: E402  (same folder)
 
 SHAPE = dict(height=90, width=120, channels=256, units=100)
 
@@ -57,17 +58,7 @@ def main():
         x = tf.random.normal((batch, SHAPE["height"], SHAPE["width"], SHAPE["channels"]))
         cotangent = tf.random.normal((batch, SHAPE["height"], SHAPE["width"], 2 * SHAPE["units"]))
 
-        @tf.function
-        def forward():
-            return layer(x)
-
-        @tf.function
-        def forward_backward():
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                loss = tf.reduce_sum(layer(x) * cotangent)
-            grads = tape.gradient(loss, [x] + layer.trainable_weights)
-            return tf.add_n([tf.reduce_sum(g) for g in grads])
+        forward, forward_backward = make_steps(layer, x, cotangent)
 
         for fn in (forward, forward_backward):
             cudnn_ops |= {op for op in op_types(fn.get_concrete_function()) if op.startswith("CudnnRNN")}
