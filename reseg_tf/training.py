@@ -411,10 +411,14 @@ def _prepare_output(config):
                 f"{output} already contains {', '.join(ours)} but no {RUN_FILE} of a reseg run; {how_to_restart}."
             )
         return "fresh"
+    # A setting the record lacks was added after that run started: it ran with the default.
+    defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
+                else field.default_factory() for field in dataclasses.fields(TrainConfig)}
+    recorded = {**defaults, **record.get("settings", {})}
     differences = {
-        key: (record.get("settings", {}).get(key), value)
+        key: (recorded.get(key), value)
         for key, value in config.identity().items()
-        if _jsonable(record.get("settings", {}).get(key)) != _jsonable(value)
+        if _jsonable(recorded.get(key)) != _jsonable(value)
     }
     if differences:
         listed = "; ".join(f"{key}: run has {old!r}, asked {new!r}" for key, (old, new) in differences.items())

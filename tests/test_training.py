@@ -242,3 +242,20 @@ def test_bad_training_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training data could not be read" in err and "train_1.png" in err
     assert "Traceback" not in err
+
+
+def test_run_recorded_before_a_setting_existed_still_resumes(data_dir, tmp_path, capsys):
+    """A run.json written by an older version lacks newer settings: they count as defaults."""
+    from reseg_tf.training import TrainConfig, _prepare_output
+    from reseg_tf.run_files import atomic_write_json
+
+    config = TrainConfig(data_dir=str(data_dir), output=str(tmp_path / "run"), epochs=1, image_size=(SIZE, SIZE))
+    settings = json.loads(json.dumps(config.identity()))
+    del settings["strategy"]
+    (tmp_path / "run").mkdir()
+    atomic_write_json(str(tmp_path / "run" / "run.json"), {"state": "trained", "settings": settings})
+    assert _prepare_output(config) == "trained"
+    settings["batch_size"] = 3
+    atomic_write_json(str(tmp_path / "run" / "run.json"), {"state": "trained", "settings": settings})
+    with pytest.raises(ValueError, match="batch_size"):
+        _prepare_output(config)
