@@ -137,6 +137,9 @@ def _add_train(subparsers):
                         "multiworker (machines in TF_CONFIG), tpu; --batch-size is per replica")
     parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                         help="stop once another epoch would end past this many minutes; default: no limit")
+    parser.add_argument("--cache-features", action="store_true",
+                        help="run the frozen front end once, cache its features in OUTPUT/feature_cache/ "
+                        "and train the rest on them (augmentation: feature-space flips only)")
 
     def handler(args):
         from reseg_tf.run_files import OutputLockedError
@@ -150,7 +153,7 @@ def _add_train(subparsers):
             class_balance=args.class_balance, augment=args.augment,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
-            strategy=args.strategy, time_budget=args.time_budget,
+            strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})

@@ -61,7 +61,8 @@ OPTIMIZERS = {
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
 RUN_FILE = "run.json"
-ARTIFACTS = ("model.keras", "metrics.json", "history.csv", "tensorboard", "predictions", "backup", RUN_FILE)
+ARTIFACTS = ("model.keras", "metrics.json", "history.csv", "tensorboard", "predictions", "backup",
+             "feature_cache", RUN_FILE)
 
 
 class RunDirectoryError(ValueError):
@@ -103,6 +104,11 @@ class TrainConfig:
             batch is `batch_size * num_replicas_in_sync`. Only the chief writes artifacts.
         time_budget: stop after the epoch that would otherwise end past this many minutes of
             training in this process (None: no limit); the best model so far is kept.
+        cache_features: run the frozen front end (VGG16, or the preprocessing of a no-VGG
+            preset) once over train and val, keep its float16 features in
+            `OUTPUT/feature_cache/`, and train the rest of the model on them
+            (`reseg_tf.feature_cache`). Gradients equal full-model training without augmentation;
+            with `augment`, only left-right flips are applied, in feature space.
     """
 
     preset: str = "demo"
@@ -128,6 +134,7 @@ class TrainConfig:
     verbose: int = None
     strategy: str = "default"
     time_budget: float = None
+    cache_features: bool = False
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name
@@ -144,6 +151,8 @@ class TrainConfig:
             raise ValueError(f"`steps_per_epoch` must be a positive int or None, got {self.steps_per_epoch!r}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if self.cache_features and self.strategy != "default":
+            raise ValueError("`cache_features` works with the default strategy only.")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise ValueError(f"`time_budget` must be a positive number of minutes, got {self.time_budget!r}.")
         if self.optimizer not in OPTIMIZERS:
@@ -276,10 +285,13 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     On a resumed run the best value so far is read back from `history.csv` (epochs before the
     one training restarts from), so only a real improvement replaces `model.keras`.
+    `model_to_save` replaces the fitted model (a head trained on cached features saves the full
+    model it shares its layers with).
     """
 
-    def __init__(self, path, history_path, monitor=MONITOR, verbose=1):
+    def __init__(self, path, history_path, monitor=MONITOR, verbose=1, model_to_save=None):
         super().__init__()
+        self.model_to_save = model_to_save
         self.path, self.history_path, self.monitor, self.verbose = path, history_path, monitor, verbose
         self.best = -math.inf
         self.best_epoch = None
@@ -304,7 +316,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if float(value) > self.best:
             previous = self.best
             self.best, self.best_epoch = float(value), epoch + 1
-            save_model_atomically(self.model, self.path)
+            save_model_atomically(self.model_to_save or self.model, self.path)
             if self.verbose:
                 improvement = "" if previous == -math.inf else f" improved from {previous:.4f}"
                 _say(f"Epoch {epoch + 1}: {self.monitor}{improvement} to {self.best:.4f}, saved {self.path}")
@@ -505,12 +517,40 @@ def _datasets(config, source, image_size, global_batch_size):
     return distribute_options(train_data), distribute_options(val_data)
 
 
-def _callbacks(config, paths, verbose):
+def _feature_datasets(config, source, model, image_size, paths, verbose):
+    """`(head, train, val)` for training on cached front-end features (see `TrainConfig`)."""
+    import pipelines
+
+    from reseg_tf.feature_cache import cache_features, random_flip_features, split_frozen_front_end
+
+    front_end, head = split_frozen_front_end(model, image_size)
+    common = dict(batch_size=config.batch_size, image_size=image_size, seed=config.seed, shuffle=False)
+    cached = {}
+    for split, balance in (("train", config.class_balance), ("val", False)):
+        _say(f"Caching front-end features of {split} in {paths['feature_cache']}/{split} ...")
+        plain = pipelines.make_dataset(source, split, augment=False, class_balance=balance, **common)
+        cached[split] = cache_features(front_end, plain, os.path.join(paths["feature_cache"], split),
+                                       verbose=1 if verbose == 1 else 0)
+    train = cached["train"]
+    if config.augment:
+        train = random_flip_features(train, seed=config.seed)
+    train = train.shuffle(512, seed=config.seed).batch(config.batch_size)
+    if config.steps_per_epoch is not None:
+        train = train.repeat()
+    val = cached["val"].batch(config.batch_size)
+    # Build the head's variables view before fit (BackupAndRestore loads weights into it).
+    features, *_ = next(iter(val))
+    head(features[:1])
+    return head, train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
+
+
+def _callbacks(config, paths, verbose, model_to_save=None):
     budget = [TimeBudget(config.time_budget)] if config.time_budget else []
     return budget + [
         StopOnNonFiniteLoss(),
         EpochHistoryCSV(paths["history.csv"]),
-        BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose),
+        BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose,
+                            model_to_save=model_to_save),
         ResumableEarlyStopping(paths["history.csv"], monitor=MONITOR, mode="max",
                                patience=config.patience, verbose=verbose),
         keras.callbacks.TensorBoard(paths["tensorboard"], write_graph=False, profile_batch=0),
@@ -581,7 +621,10 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
         with strategy.scope():
             model = build_model(model_config, input_shape=(*image_size, 3), weights=config.vgg_weights,
                                 name=f"reseg_{config.preset}")
-            model.compile(
+            fitted = model
+            if config.cache_features:
+                fitted, train_data, val_data = _feature_datasets(config, source, model, image_size, paths, verbose)
+            fitted.compile(
                 optimizer=_optimizer(config.optimizer, config.learning_rate),
                 loss=VoidAwareCrossEntropy(model_config.num_classes),
                 metrics=segmentation_metrics(model_config.num_classes),
@@ -590,13 +633,14 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
         if replicas > 1:
             _say(f"{config.strategy} strategy: {replicas} replicas, global batch "
                  f"{config.batch_size * replicas} ({config.batch_size} per replica).")
-        train_data, val_data = _datasets(config, source, image_size, config.batch_size * replicas)
-        callbacks = _callbacks(config, paths, verbose)
+        if not config.cache_features:
+            train_data, val_data = _datasets(config, source, image_size, config.batch_size * replicas)
+        callbacks = _callbacks(config, paths, verbose, model_to_save=model if fitted is not model else None)
         _say(f"Training {config.preset} on {config.dataset} ({source.data_dir}) at "
              f"{image_size[0]}x{image_size[1]} for up to {config.epochs} epochs -> {config.output}")
         try:
             with _StopSignals():
-                return model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                return fitted.fit(train_data, validation_data=val_data, epochs=config.epochs,
                                  steps_per_epoch=config.steps_per_epoch, callbacks=callbacks,
                                  shuffle=False, verbose=verbose)  # pipelines shuffle
         except tf.errors.OpError as error:

@@ -166,7 +166,7 @@ def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
     make_callbacks = training._callbacks
     # Ctrl-C right after epoch 1 was backed up (the interrupting callback runs after the backup).
     monkeypatch.setattr(training, "_callbacks",
-                        lambda *args: make_callbacks(*args) + [_InterruptAfterFirstEpoch()])
+                        lambda *args, **kwargs: make_callbacks(*args, **kwargs) + [_InterruptAfterFirstEpoch()])
     assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 130
     assert "run the same command again to resume" in capsys.readouterr().out
     assert (output / "backup" / "training_metadata.json").is_file()
@@ -259,3 +259,21 @@ def test_run_recorded_before_a_setting_existed_still_resumes(data_dir, tmp_path,
     atomic_write_json(str(tmp_path / "run" / "run.json"), {"state": "trained", "settings": settings})
     with pytest.raises(ValueError, match="batch_size"):
         _prepare_output(config)
+
+
+def test_train_on_cached_features_saves_the_full_model(data_dir, tmp_path):
+    output = tmp_path / "cached"
+    args = _train_args(data_dir, output, "--cache-features", "--optimizer", "adam", "--augment")
+    args[args.index("--epochs") + 1] = "3"
+    assert cli.main(args) == 0
+    assert (output / "feature_cache" / "train").is_dir() and (output / "feature_cache" / "val").is_dir()
+    model = load_reseg_model(str(output / "model.keras"))
+    assert model.input_shape == (None, SIZE, SIZE, 3)  # the full model (images in), not the head
+    history = training.read_history(str(output / "history.csv"))
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    # The saved full model scores on images what the head scored on the cached val features
+    # (same 32x32 size; float16 features explain the tolerance).
+    metrics = json.loads((output / "metrics.json").read_text())
+    best = max(row["val_mean_iou"] for row in history)
+    assert abs(metrics["mean_iou"] - best) < 0.02
