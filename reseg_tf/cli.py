@@ -122,12 +122,21 @@ def _add_train(subparsers):
                         help="weight pixels by median-frequency class balancing (computed on the train split)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random augmentation of the training images; default: on")
+    parser.add_argument("--augment-mode", default=None, choices=("standard", "flip"),
+                        help="standard: flips, zoom 0.8-1.2, shifts, colour jitter; flip: left-right "
+                        "flips only; default: standard")
+    parser.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
+                        help="cosine: the learning rate decays on a half cosine to 0 over --epochs; "
+                        "default: constant")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="batches per epoch (the training set repeats); default: one pass over it")
     parser.add_argument("--patience", type=int, default=None,
                         help="stop after this many epochs without a better val mean IoU; default: 20")
     parser.add_argument("--seed", type=int, default=None, help="random seed; default: 0")
-    parser.add_argument("--mixed-precision", action="store_true", help="train with the mixed_float16 policy")
+    parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
+                        choices=("auto", "float16", "bfloat16"),
+                        help="train with a mixed-precision policy: mixed_float16, mixed_bfloat16, or "
+                        "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU; default: float32")
     parser.add_argument("--vgg-weights", default=None,
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
     parser.add_argument("--overwrite", action="store_true",
@@ -151,6 +160,7 @@ def _add_train(subparsers):
             batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer,
             learning_rate=args.learning_rate, weight_decay=args.weight_decay,
             class_balance=args.class_balance, augment=args.augment,
+            augment_mode=args.augment_mode, lr_schedule=args.lr_schedule,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
             strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,

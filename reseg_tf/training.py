@@ -40,7 +40,7 @@ import tensorflow as tf
 from reseg_tf.distribute import STRATEGIES, distribute_options, is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model, get_preset
+from reseg_tf.models import build_model, float32_model, get_preset
 from reseg_tf.run_files import (
     RunLock, atomic_path, atomic_write_json, atomic_write_text, read_json, save_model_atomically,
 )
@@ -58,6 +58,10 @@ OPTIMIZERS = {
     "sgd": (keras.optimizers.SGD, dict(learning_rate=1e-2, momentum=0.9)),
     "rmsprop": (keras.optimizers.RMSprop, dict(learning_rate=1e-3)),
 }
+AUGMENT_MODES = ("standard", "flip")
+FLIP_ONLY = dict(hflip=True, scale_range=None, max_shift=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+LR_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISION = (False, True, "auto", "float16", "bfloat16")
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
 RUN_FILE = "run.json"
@@ -90,11 +94,18 @@ class TrainConfig:
         learning_rate: default per optimizer: 1.0, 1e-3, 1e-2, 1e-3.
         weight_decay: L2 coefficient on trainable kernels (paper: 1e-3).
         class_balance: median-frequency class balancing as per-pixel sample weights.
-        augment: random flips/crops/etc. of the training split (`pipelines` defaults).
+        augment: random augmentation of the training split (see `augment_mode`).
+        augment_mode: `"standard"` (`pipelines.AugmentConfig()` defaults: flips, zoom, shifts,
+            colour jitter) or `"flip"` (left-right flips only).
+        lr_schedule: `"constant"`, or `"cosine"`: the learning rate follows a half cosine from
+            `learning_rate` down to 0 over `epochs` (set per epoch; resumed runs stay on it).
         steps_per_epoch: batches per epoch (the training set repeats); default one pass.
         patience: epochs without val mean IoU improvement before stopping.
         seed: seed of weights, shuffling and augmentation.
-        mixed_precision: train with the `mixed_float16` policy.
+        mixed_precision: False (float32), `"float16"` / `"bfloat16"` (the `mixed_float16` /
+            `mixed_bfloat16` policy), or True / `"auto"`: float16 when a GPU is visible, bfloat16
+            otherwise (CPUs with AVX512_BF16/AMX run bf16 convolutions and ReNet matmuls faster;
+            float16 is slow on CPUs).
         vgg_weights: VGG16 front-end weights: `imagenet`, a weights file, or None.
         overwrite: replace a finished run (or foreign files of ours) in `output`.
         num_examples: validation images drawn into `predictions/`.
@@ -124,10 +135,12 @@ class TrainConfig:
     weight_decay: float = PAPER_WEIGHT_DECAY
     class_balance: bool = False
     augment: bool = True
+    augment_mode: str = "standard"
+    lr_schedule: str = "constant"
     steps_per_epoch: int = None
     patience: int = 20
     seed: int = 0
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
     vgg_weights: str = None
     overwrite: bool = False
     num_examples: int = 4
@@ -155,6 +168,12 @@ class TrainConfig:
             raise ValueError("`cache_features` works with the default strategy only.")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise ValueError(f"`time_budget` must be a positive number of minutes, got {self.time_budget!r}.")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"unknown augment_mode {self.augment_mode!r}; choose one of {', '.join(AUGMENT_MODES)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -175,6 +194,20 @@ class TrainConfig:
         for name in RESUMABLE_CHANGES + ("output",):
             settings.pop(name)
         return settings
+
+
+def mixed_precision_policy(setting):
+    """The Keras dtype policy name for a `TrainConfig.mixed_precision` setting (None: float32)."""
+    if setting is False or setting is None:
+        return None
+    if setting in (True, "auto"):
+        setting = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
+    return f"mixed_{setting}"
+
+
+def cosine_learning_rate(base, epoch, epochs):
+    """Learning rate of 0-based `epoch` on a half cosine from `base` (epoch 0) towards 0."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
 
 
 def _optimizer(name, learning_rate):
@@ -316,7 +349,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if float(value) > self.best:
             previous = self.best
             self.best, self.best_epoch = float(value), epoch + 1
-            save_model_atomically(self.model_to_save or self.model, self.path)
+            # Saved in float32 (a mixed-precision run's twin): model.keras loads and exports anywhere.
+            save_model_atomically(float32_model(self.model_to_save or self.model), self.path)
             if self.verbose:
                 improvement = "" if previous == -math.inf else f" improved from {previous:.4f}"
                 _say(f"Epoch {epoch + 1}: {self.monitor}{improvement} to {self.best:.4f}, saved {self.path}")
@@ -509,8 +543,11 @@ def _datasets(config, source, image_size, global_batch_size):
     # TPUs need static batch shapes.
     common = dict(batch_size=global_batch_size, image_size=image_size, seed=config.seed,
                   drop_remainder=config.strategy == "tpu")
+    augment = False
+    if config.augment:
+        augment = pipelines.AugmentConfig(**FLIP_ONLY) if config.augment_mode == "flip" else True
     train_data = pipelines.make_dataset(
-        source, "train", augment=config.augment, class_balance=config.class_balance,
+        source, "train", augment=augment, class_balance=config.class_balance,
         shuffle=True, repeat=config.steps_per_epoch is not None, **common,
     )
     val_data = pipelines.make_dataset(source, "val", shuffle=False, **common)
@@ -546,6 +583,10 @@ def _feature_datasets(config, source, model, image_size, paths, verbose):
 
 def _callbacks(config, paths, verbose, model_to_save=None):
     budget = [TimeBudget(config.time_budget)] if config.time_budget else []
+    if config.lr_schedule == "cosine":
+        base = config.learning_rate or OPTIMIZERS[config.optimizer][1]["learning_rate"]
+        budget.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, _: cosine_learning_rate(base, epoch, config.epochs)))
     return budget + [
         StopOnNonFiniteLoss(),
         EpochHistoryCSV(paths["history.csv"]),
@@ -614,8 +655,10 @@ def train(config=None, **settings):
 
 def _fit(config, strategy, source, model_config, image_size, paths, verbose):
     previous_policy = keras.config.dtype_policy()
-    if config.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
+    policy = mixed_precision_policy(config.mixed_precision)
+    if policy:
+        keras.config.set_dtype_policy(policy)
+        _say(f"Mixed precision: {policy} policy.")
     try:
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():

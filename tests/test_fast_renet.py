@@ -137,6 +137,8 @@ def test_mixed_precision_policy(policy):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert out.dtype == policy.split("_")[1]
+    # `auto` on a CPU: bf16 matmuls when the layer computes in bfloat16, float32 otherwise.
+    assert layer._fast_matmul_dtype() == ("bfloat16" if policy == "mixed_bfloat16" else "float32")
     np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=3e-2)
 
 

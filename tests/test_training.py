@@ -277,3 +277,49 @@ def test_train_on_cached_features_saves_the_full_model(data_dir, tmp_path):
     metrics = json.loads((output / "metrics.json").read_text())
     best = max(row["val_mean_iou"] for row in history)
     assert abs(metrics["mean_iou"] - best) < 0.02
+
+
+def test_cosine_schedule_precision_and_augment_settings():
+    assert training.cosine_learning_rate(1e-3, 0, 10) == pytest.approx(1e-3)
+    assert training.cosine_learning_rate(1e-3, 5, 10) == pytest.approx(5e-4)
+    rates = [training.cosine_learning_rate(1.0, epoch, 10) for epoch in range(10)]
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] > 0
+    assert training.mixed_precision_policy(False) is None
+    assert training.mixed_precision_policy("float16") == "mixed_float16"
+    assert training.mixed_precision_policy(True) == "mixed_bfloat16"  # tests see no GPU
+    for bad in (dict(augment_mode="heavy"), dict(lr_schedule="step"), dict(mixed_precision="int8")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            training.TrainConfig(**bad)
+
+
+def _train_images(data_dir, **settings):
+    """Every training image of three passes over the tiny train split, as the trainer feeds them."""
+    config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), **settings)
+    train_data, _ = training._datasets(config, training._load_source(config), (SIZE, SIZE), 1)
+    return [np.asarray(images[0]) for _ in range(3) for images, _ in train_data]
+
+
+def test_flip_augment_mode_only_flips(data_dir):
+    originals = _train_images(data_dir, augment=False)
+    allowed = originals + [image[:, ::-1] for image in originals]
+
+    def unchanged_or_flipped(image):
+        return any(np.array_equal(image, candidate) for candidate in allowed)
+
+    flipped = _train_images(data_dir, augment_mode="flip")
+    assert all(unchanged_or_flipped(image) for image in flipped)
+    assert any(not any(np.array_equal(image, o) for o in originals) for image in flipped)  # some flips
+    assert not all(unchanged_or_flipped(image) for image in _train_images(data_dir, augment_mode="standard"))
+
+
+def test_mixed_precision_cosine_run_saves_a_float32_model(data_dir, tmp_path):
+    output = tmp_path / "bf16"
+    args = _train_args(data_dir, output, "--optimizer", "adam", "--mixed-precision", "bfloat16",
+                       "--lr-schedule", "cosine", "--augment", "--augment-mode", "flip")
+    args[args.index("--epochs") + 1] = "2"
+    assert cli.main(args) == 0
+    history = training.read_history(str(output / "history.csv"))
+    assert [row["learning_rate"] for row in history] == pytest.approx([1e-3, 5e-4])
+    model = load_reseg_model(str(output / "model.keras"))
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert json.loads((output / "metrics.json").read_text())["mean_iou"] >= 0

@@ -66,7 +66,8 @@ class ReNetLayer(keras.layers.Layer):
         kernel_initializer: initializer of the RNNs' input weights.
         recurrent_initializer: initializer of the RNNs' recurrent weights.
         implementation: `"auto"` (default: the Keras RNN layers, cuDNN, when a GPU is visible,
-            else `"fast"` for GRUs; LSTM and SimpleRNN always use the Keras layers), `"keras"`
+            else `"fast"` for GRUs, or `"fast_bf16"` when the layer computes in bfloat16, e.g.
+            under the `mixed_bfloat16` policy; LSTM and SimpleRNN always use the Keras layers), `"keras"`
             (always the Keras RNN layers), `"fast"` (float32 CPU path, GRU only) or
             `"fast_bf16"` (the fast path with bfloat16 matmuls and float32 state: about 1e-2
             relative error, for CPUs with AVX512_BF16/AMX). The fast paths compute in float32
@@ -218,7 +219,8 @@ class ReNetLayer(keras.layers.Layer):
         if self.implementation == "auto":
             if self.rnn != "gru" or tf.config.list_logical_devices("GPU"):
                 return None
-            return FAST_IMPLEMENTATIONS["fast"]
+            # A bfloat16 compute policy already accepts bf16 rounding: take the faster matmuls.
+            return FAST_IMPLEMENTATIONS["fast_bf16" if self.compute_dtype == "bfloat16" else "fast"]
         return FAST_IMPLEMENTATIONS.get(self.implementation)
 
     def _fast_sweep(self, x, rnn_pair, matmul_dtype):
