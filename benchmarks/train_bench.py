@@ -6,6 +6,12 @@ same images, interleaved repeat by repeat in one process (the machine is shared)
 compared. Peak RSS is the process's high-water mark: `peak_rss_mib_cached` after the cached
 path alone has run, `peak_rss_mib` after both.
 
+`flop_bound_speedup` is the most caching can give if the front end and the head ran at the same
+FLOP/s: (front-end forward + head training FLOPs) / head training FLOPs, counted from the
+layers' shapes (convolutions and the GRUs' matmuls; a training step = 3x the forward, less the
+input gradient of the head's first layer, which nothing needs). `*_gflops` are the achieved
+rates: the front end's from the full step minus the cached step.
+
 Usage: python benchmarks/train_bench.py [--quick] [--repeats N] [--implementation auto|keras|fast|fast_bf16]
 """
 import argparse
@@ -22,11 +28,48 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from reseg_tf import build_model, get_preset  # noqa: E402
-from reseg_tf.feature_cache import cache_features, split_frozen_front_end  # noqa: E402
+from reseg_tf.feature_cache import cache_features, front_end_output_layer, split_frozen_front_end  # noqa: E402
+from reseg_tf.layers import ReNetLayer  # noqa: E402
 
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def layer_gflop(layer, batch_size):
+    """`(forward GFLOP, GFLOP of its input gradient)` of one layer (matmul/conv FLOPs only)."""
+    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose, ReNetLayer)):
+        return 0.0, 0.0
+    in_shape, out_shape = layer.input.shape, layer.output.shape
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        kh, kw = layer.kernel_size
+        flops = 2 * kh * kw * in_shape[-1] * layer.filters * in_shape[1] * in_shape[2]
+        return batch_size * flops / 1e9, batch_size * flops / 1e9
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        flops = 2 * kh * kw * in_shape[-1] * layer.filters * out_shape[1] * out_shape[2]
+        return batch_size * flops / 1e9, batch_size * flops / 1e9
+    units, (ph, pw) = layer.units, layer.patch_size  # a ReNetLayer
+    positions = -(-in_shape[1] // ph) * -(-in_shape[2] // pw)
+    patch_features = in_shape[-1] * ph * pw
+    second_in = 2 * units if layer.stack_sublayers else patch_features
+    total = 0
+    for features in (patch_features, second_in):
+        backward_in = units if layer.direction_mode == "stacked" else features
+        for direction_in in (features, backward_in):
+            total += 2 * (direction_in + units) * 3 * units * positions
+    input_grad = 2 * 2 * patch_features * 3 * units * positions  # both directions' input projections
+    return batch_size * total / 1e9, batch_size * input_grad / 1e9
+
+
+def flop_counts(model, batch_size):
+    """`(front-end forward GFLOP, head training-step GFLOP)` of a ReSeg model at a static size."""
+    boundary = model.layers.index(model.get_layer(front_end_output_layer(model)))
+    front = sum(layer_gflop(layer, batch_size)[0] for layer in model.layers[: boundary + 1])
+    head = [layer_gflop(layer, batch_size) for layer in model.layers[boundary + 1:]]
+    head_forward = sum(forward for forward, _ in head)
+    first_input_grad = next((grad for forward, grad in head if forward), 0.0)
+    return front, 3 * head_forward - first_input_grad
 
 
 def timed(step):
@@ -80,6 +123,7 @@ def main():
             times[name].append(timed(step))
 
     medians = {name: statistics.median(samples) for name, samples in times.items()}
+    front_gflop, head_gflop = flop_counts(model, args.batch_size)
     full_ips = args.batch_size / medians["full"]
     cached_ips = args.batch_size / medians["cached"]
     print(json.dumps({
@@ -89,6 +133,10 @@ def main():
         "full_images_per_s": round(full_ips, 3), "cached_images_per_s": round(cached_ips, 3),
         "cached_speedup": round(cached_ips / full_ips, 2),
         "cache_seconds_per_image": round(cache_seconds / args.batch_size, 3),
+        "front_end_fwd_gflop": round(front_gflop, 1), "head_train_gflop": round(head_gflop, 1),
+        "flop_bound_speedup": round((front_gflop + head_gflop) / head_gflop, 2),
+        "front_end_gflops": round(front_gflop / max(medians["full"] - medians["cached"], 1e-9), 1),
+        "head_gflops": round(head_gflop / medians["cached"], 1),
         "peak_rss_mib_cached": round(peak_cached, 1), "peak_rss_mib": round(peak_rss_mib(), 1),
     }))
 
