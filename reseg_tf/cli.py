@@ -355,11 +355,20 @@ def _add_report(subparsers):
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a finished `reseg train` run")
     parser.add_argument("--output", default=None, help="folder for report.md and the figures; default: RUN_DIR/report")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=PATH",
+                        help="another run (its directory or metrics.json) to show next to this one, "
+                        "e.g. an equal-budget baseline; repeatable")
 
     def handler(args):
         from reseg_tf.report import write_report
 
-        print(f"wrote {write_report(args.run_dir, args.output)}")
+        compare = {}
+        for item in args.compare:
+            label, separator, path = item.partition("=")
+            if not separator or not label or not path:
+                raise ValueError(f"--compare {item!r}: expected LABEL=PATH, e.g. conv_baseline=runs/conv.")
+            compare[label] = path
+        print(f"wrote {write_report(args.run_dir, args.output, compare=compare)}")
         return 0
 
     parser.set_defaults(handler=handler)

@@ -5,6 +5,10 @@ writes `RUN_DIR/report/`: `report.md`, `learning_curves.png`, `confusion_matrix.
 `class_iou.png` and `predictions.png`. Nothing is recomputed: the report shows the run's own
 numbers. A `metrics.json` without `confusion_matrix` (written by an older version) is refused
 with the command that rewrites it.
+
+`compare={"label": path}` (`reseg report RUN_DIR --compare LABEL=PATH`) adds other runs (a run
+directory or a `metrics.json`), e.g. an equal-budget baseline: their per-class IoU bars go next to
+this run's and a table lists every run's columns and mean-IoU difference to this run.
 """
 import os
 
@@ -83,14 +87,23 @@ def plot_confusion(confusion, class_names, path):
     plt.close(figure)
 
 
-def plot_class_iou(metrics, path, references):
+def plot_class_iou(metrics, path, references, compared=None):
+    """Per-class IoU bars of this run (and of `compared` runs, side by side) with mean lines."""
     plt = _matplotlib()
     names = list(metrics["class_iou"])
-    values = [metrics["class_iou"][name] for name in names]
-    figure, axis = plt.subplots(figsize=(10, 4))
-    axis.bar(names, values, color="tab:blue", label="this run (per class)")
-    axis.axhline(metrics["mean_iou"], color="tab:blue", linestyle="-", linewidth=1,
-                 label=f"this run, mean {metrics['mean_iou']:.3f}")
+    runs = {"this run": metrics, **(compared or {})}
+    width = 0.8 / len(runs)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure, axis = plt.subplots(figsize=(10 + 2 * (len(runs) - 1), 4))
+    positions = np.arange(len(names))
+    for index, (label, run) in enumerate(runs.items()):
+        color = colors[index % len(colors)]
+        offset = (index - (len(runs) - 1) / 2) * width
+        axis.bar(positions + offset, [run["class_iou"].get(name, 0.0) for name in names], width,
+                 color=color, label=f"{label} (per class)")
+        axis.axhline(run["mean_iou"], color=color, linestyle="-", linewidth=1,
+                     label=f"{label}, mean {run['mean_iou']:.3f}")
+    axis.set_xticks(positions, names)
     for (label, value), style in zip(references.items(), ("--", ":", "-.")):
         axis.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label}, mean {value:.3f}")
     axis.set(ylabel="IoU", ylim=(0, 1), title="Per-class IoU")
@@ -121,8 +134,40 @@ def _table(metrics):
     return "\n".join([header, rule, accuracy, iou])
 
 
-def write_report(run_dir, output_dir=None, max_strips=4):
-    """Writes `report.md` and its PNG figures for the run in `run_dir`; returns the report path."""
+def _read_compared(label, path, class_names):
+    """The metrics of a run to compare with (run directory or metrics.json), checked."""
+    path = os.fspath(path)
+    metrics_path = os.path.join(path, "metrics.json") if os.path.isdir(path) else path
+    if not os.path.isfile(metrics_path):
+        raise FileNotFoundError(f"--compare {label}={path}: {metrics_path} does not exist.")
+    metrics = read_json(metrics_path)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("class_iou"), dict):
+        raise ValueError(f"--compare {label}={path}: {metrics_path} is not a metrics.json of "
+                         "`reseg train` / `reseg evaluate` (no class_iou).")
+    if list(metrics["class_iou"]) != class_names:
+        raise ValueError(f"--compare {label}={path}: its classes {list(metrics['class_iou'])} differ "
+                         f"from this run's {class_names}.")
+    return metrics
+
+
+def _comparison_table(runs):
+    names = list(next(iter(runs.values()))["class_iou"])
+    reference = next(iter(runs.values()))["mean_iou"]
+    lines = ["| run | mean IoU | difference | global acc | avg class acc | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 5) + "|"]
+    for label, run in runs.items():
+        lines.append(
+            f"| {label} | {run['mean_iou']:.3f} | {run['mean_iou'] - reference:+.3f} | "
+            f"{run['global_acc']:.3f} | {run['avg_class_acc']:.3f} | "
+            + " | ".join(f"{run['class_iou'][name]:.3f}" for name in names) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir, output_dir=None, max_strips=4, compare=None):
+    """Writes `report.md` and its PNG figures for the run in `run_dir`; returns the report path.
+
+    `compare`: `{label: run directory or metrics.json}` of other runs to show next to this one.
+    """
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"run directory {run_dir} does not exist (or is not a directory).")
@@ -143,13 +188,14 @@ def write_report(run_dir, output_dir=None, max_strips=4):
     run = read_json(os.path.join(run_dir, "run.json"), {}) or {}
     settings = run.get("settings", {})
     class_names = list(metrics["class_iou"])
+    compared = {label: _read_compared(label, path, class_names) for label, path in (compare or {}).items()}
 
     figures = {name: os.path.join(output_dir, name) for name in
                ("learning_curves.png", "confusion_matrix.png", "class_iou.png", "predictions.png")}
     plot_learning_curves(rows, figures["learning_curves.png"])
     plot_confusion(metrics["confusion_matrix"], class_names, figures["confusion_matrix.png"])
     references = PAPER_CAMVID_MEAN_IOU if metrics.get("dataset", settings.get("dataset")) == "camvid" else {}
-    plot_class_iou(metrics, figures["class_iou.png"], references)
+    plot_class_iou(metrics, figures["class_iou.png"], references, compared)
     predictions = os.path.join(run_dir, "predictions")
     strips = sorted(os.path.join(predictions, f) for f in os.listdir(predictions)
                     if f.endswith(".png")) if os.path.isdir(predictions) else []
@@ -163,7 +209,11 @@ def write_report(run_dir, output_dir=None, max_strips=4):
         f"- preset `{settings.get('preset', metrics.get('preset', '?'))}`, dataset "
         f"`{settings.get('dataset', metrics.get('dataset', '?'))}`, image size "
         f"{settings.get('image_size') or 'preset default'}, optimizer `{settings.get('optimizer', '?')}`, "
-        f"class balance {settings.get('class_balance', '?')}, augmentation {settings.get('augment', '?')}",
+        f"class balance {settings.get('class_balance', '?')}, augmentation {settings.get('augment', '?')}"
+        + "".join(f", {label} {settings[key]}" for key, label in (
+            ("augment_mode", "augment mode"), ("lr_schedule", "learning-rate schedule"),
+            ("mixed_precision", "mixed precision"), ("time_budget", "time budget (min)"))
+            if settings.get(key) not in (None, False)),
         f"- {len(rows)} epochs run; best epoch {best['epoch']} (val mean IoU during training "
         f"{best.get('val_mean_iou', float('nan')):.4f})",
         f"- evaluated on `{metrics.get('split', 'val')}` ({metrics.get('num_images', '?')} images) at the "
@@ -180,6 +230,9 @@ def write_report(run_dir, output_dir=None, max_strips=4):
         lines += ["Reference mean IoU on the CamVid *test* split: " + ", ".join(
             f"{name} {value:.3f}" for name, value in references.items()) + ". This run is measured on "
             f"`{metrics.get('split', 'val')}`.", ""]
+    if compared:
+        lines += ["## Compared runs", "", _comparison_table({"this run": metrics, **compared}), "",
+                  "Per-class IoU of every run is in the per-class IoU figure below.", ""]
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", "",
               "## Per-class IoU", "", "![per-class IoU](class_iou.png)", ""]

@@ -51,3 +51,21 @@ def test_report_refuses_old_or_unfinished_runs(tmp_path, capsys):
     unfinished.mkdir()
     assert main(["report", str(unfinished)]) == 2
     assert "has not finished" in capsys.readouterr().err
+
+
+def test_report_compares_runs(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    metrics = _write_run(run_dir)
+    baseline = tmp_path / "baseline"
+    baseline_metrics = _write_run(baseline)
+    baseline_metrics["mean_iou"] = metrics["mean_iou"] - 0.1
+    (baseline / "metrics.json").write_text(json.dumps(baseline_metrics))
+    assert main(["report", str(run_dir), "--compare", f"conv baseline={baseline}"]) == 0
+    text = (run_dir / "report" / "report.md").read_text()
+    assert "## Compared runs" in text
+    row = next(line for line in text.splitlines() if line.startswith("| conv baseline |"))
+    assert f"| {baseline_metrics['mean_iou']:.3f} | -0.100 |" in row
+    assert main(["report", str(run_dir), "--compare", "no-equals-sign"]) == 2
+    assert "LABEL=PATH" in capsys.readouterr().err
+    assert main(["report", str(run_dir), "--compare", f"x={tmp_path / 'nothing'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
