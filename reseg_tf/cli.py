@@ -120,6 +120,9 @@ def _add_train(subparsers):
                         "default: 1e-3 (the paper); 0 disables it")
     parser.add_argument("--class-balance", action="store_true",
                         help="weight pixels by median-frequency class balancing (computed on the train split)")
+    parser.add_argument("--class-balance-power", type=float, default=None, metavar="P",
+                        help="with --class-balance: raise the median-frequency weights to this power "
+                        "(0.5 = square root, softer balancing); default: 1")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random augmentation of the training images; default: on")
     parser.add_argument("--augment-mode", default=None, choices=("standard", "flip"),
@@ -161,6 +164,7 @@ def _add_train(subparsers):
             learning_rate=args.learning_rate, weight_decay=args.weight_decay,
             class_balance=args.class_balance, augment=args.augment,
             augment_mode=args.augment_mode, lr_schedule=args.lr_schedule,
+            class_balance_power=args.class_balance_power,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
             strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,

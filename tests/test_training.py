@@ -323,3 +323,17 @@ def test_mixed_precision_cosine_run_saves_a_float32_model(data_dir, tmp_path):
     model = load_reseg_model(str(output / "model.keras"))
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert json.loads((output / "metrics.json").read_text())["mean_iou"] >= 0
+
+
+def test_class_balance_power_softens_the_weights(data_dir):
+    def weights(**settings):
+        config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), **settings)
+        return training._class_weights(config, training._load_source(config))
+
+    assert weights() is None
+    full = weights(class_balance=True)
+    assert np.ptp(full) > 0  # Road and Sky have different frequencies in the tiny set
+    np.testing.assert_allclose(weights(class_balance=True, class_balance_power=0.5), np.sqrt(full), rtol=1e-6)
+    np.testing.assert_allclose(weights(class_balance=True, class_balance_power=0.0), np.ones_like(full))
+    with pytest.raises(ValueError, match="class_balance_power"):
+        training.TrainConfig(class_balance_power=-1)
