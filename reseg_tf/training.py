@@ -40,7 +40,7 @@ import tensorflow as tf
 from reseg_tf.distribute import STRATEGIES, distribute_options, is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model, float32_model, get_preset
+from reseg_tf.models import build_model, get_preset
 from reseg_tf.run_files import (
     RunLock, atomic_path, atomic_write_json, atomic_write_text, read_json, save_model_atomically,
 )
@@ -355,8 +355,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if float(value) > self.best:
             previous = self.best
             self.best, self.best_epoch = float(value), epoch + 1
-            # Saved in float32 (a mixed-precision run's twin): model.keras loads and exports anywhere.
-            save_model_atomically(float32_model(self.model_to_save or self.model), self.path)
+            # A ReSegModel saves its ReSegConfig, not its layers' dtype policies: a model trained
+            # under a mixed-precision policy loads as a float32 model.
+            save_model_atomically(self.model_to_save or self.model, self.path)
             if self.verbose:
                 improvement = "" if previous == -math.inf else f" improved from {previous:.4f}"
                 _say(f"Epoch {epoch + 1}: {self.monitor}{improvement} to {self.best:.4f}, saved {self.path}")

@@ -228,24 +228,3 @@ def config_from_model(model):
         return model.reseg_config
     raise ValueError(f"model {getattr(model, 'name', model)!r} is not a ReSeg model.")
 
-
-def float32_model(model):
-    """`model` if it computes in float32, else a float32 twin of it with the same weights.
-
-    A model built under a mixed-precision policy (`mixed_bfloat16`, `mixed_float16`) keeps its
-    variables in float32 but saves its layers' policies; the twin is what a `.keras` file
-    should hold, so that evaluation, export and TFLite see a plain float32 model wherever it
-    is loaded.
-    """
-    config = config_from_model(model)
-    policies = {layer.dtype_policy.name for layer in model.layers}
-    if policies <= {"float32"}:
-        return model
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        twin = ReSegModel(config, input_shape=model.image_shape, name=model.name)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    twin.set_weights(model.get_weights())
-    return twin
