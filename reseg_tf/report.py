@@ -108,7 +108,7 @@ def plot_class_iou(metrics, path, references, compared=None):
         axis.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label}, mean {value:.3f}")
     axis.set(ylabel="IoU", ylim=(0, 1), title="Per-class IoU")
     axis.tick_params(axis="x", rotation=45)
-    axis.legend(fontsize=8, loc="upper right")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, path)
     plt.close(figure)
 
