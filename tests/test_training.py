@@ -337,3 +337,15 @@ def test_class_balance_power_softens_the_weights(data_dir):
     np.testing.assert_allclose(weights(class_balance=True, class_balance_power=0.0), np.ones_like(full))
     with pytest.raises(ValueError, match="class_balance_power"):
         training.TrainConfig(class_balance_power=-1)
+
+
+def test_evaluate_runs_unchanged_on_a_test_split(trained_run, tmp_path):
+    """CamVid's test split (233 images in the SegNet layout) is not shipped here; a dataset root
+    that has one is evaluated with `--split test` like val."""
+    root = _write_camvid(tmp_path / "camvid", counts=(("train", 2), ("val", 1), ("test", 3)), seed=1)
+    json_path = tmp_path / "test.json"
+    assert cli.main(["evaluate", "--model", str(trained_run / "model.keras"), "--dataset", "camvid",
+                     "--data-dir", str(root), "--split", "test", "--json", str(json_path)]) == 0
+    result = json.loads(json_path.read_text())
+    assert result["split"] == "test" and result["num_images"] == 3
+    assert 0 <= result["mean_iou"] <= 1
