@@ -604,12 +604,12 @@ def _feature_datasets(config, source, model, image_size, paths, verbose):
 
 
 def _callbacks(config, paths, verbose, model_to_save=None):
-    budget = [TimeBudget(config.time_budget)] if config.time_budget else []
+    optional = [TimeBudget(config.time_budget)] if config.time_budget else []
     if config.lr_schedule == "cosine":
         base = config.learning_rate or OPTIMIZERS[config.optimizer][1]["learning_rate"]
-        budget.append(keras.callbacks.LearningRateScheduler(
+        optional.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, _: cosine_learning_rate(base, epoch, config.epochs)))
-    return budget + [
+    return optional + [
         StopOnNonFiniteLoss(),
         EpochHistoryCSV(paths["history.csv"]),
         BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose,

@@ -227,4 +227,3 @@ def config_from_model(model):
     if isinstance(model, ReSegModel):
         return model.reseg_config
     raise ValueError(f"model {getattr(model, 'name', model)!r} is not a ReSeg model.")
-
