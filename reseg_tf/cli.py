@@ -111,6 +111,10 @@ def _add_train(subparsers):
     parser.add_argument("--batch-size", type=int, default=None, help="images per step; default: 5")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="train at this height and width; default: the preset's size")
+    parser.add_argument("--crop-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="train on random HxW crops of the images resized to --image-size (a step "
+                        "costs what a crop does); validation, the saved model and evaluation use the "
+                        "whole --image-size. Default: no crops")
     parser.add_argument("--optimizer", default=None, choices=("adadelta", "adam", "sgd", "rmsprop"),
                         help="default: adadelta with the paper's settings (lr 1.0, rho 0.95, eps 1e-6)")
     parser.add_argument("--learning-rate", type=float, default=None,
@@ -160,7 +164,8 @@ def _add_train(subparsers):
         settings = dict(
             preset=args.preset, dataset=args.dataset, data_dir=args.data_dir,
             dataset_options=_data_source_options(args), output=args.output, epochs=args.epochs,
-            batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer,
+            batch_size=args.batch_size, image_size=args.image_size, crop_size=args.crop_size,
+            optimizer=args.optimizer,
             learning_rate=args.learning_rate, weight_decay=args.weight_decay,
             class_balance=args.class_balance, augment=args.augment,
             augment_mode=args.augment_mode, lr_schedule=args.lr_schedule,

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from reseg_tf.metrics import summarize_confusion
 from reseg_tf.model_io import load_reseg_model
-from reseg_tf.models import ReSegModel, config_from_model
+from reseg_tf.models import config_from_model, with_input_size
 from reseg_tf.run_files import atomic_write_bytes, atomic_write_json
 
 
@@ -40,9 +40,7 @@ class Predictor:
         self.image_size = tuple(image_size) if image_size else fixed_size
         if fixed_size is not None and self.image_size != fixed_size:
             # A model saved with a fixed input size cannot take another one: same weights, new input.
-            twin = ReSegModel(config_from_model(model), input_shape=(*self.image_size, 3), name=model.name)
-            twin.set_weights(model.get_weights())
-            model = twin
+            model = with_input_size(model, self.image_size)
         self.model = model
         self._run = tf.function(self._probabilities, reduce_retracing=True)
 

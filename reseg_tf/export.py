@@ -402,11 +402,10 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
     import keras
 
     from reseg_tf.layers import ReNetLayer
-    from reseg_tf.models import build_model, config_from_model
+    from reseg_tf.models import with_input_size
 
     input_shape = tuple(input_shape or model.input_shape[1:])
-    twin = build_model(config_from_model(model), input_shape=input_shape, name=model.name)
-    twin.set_weights(model.get_weights())
+    twin = with_input_size(model, input_shape[:2])
     unrolled = 0
     # Keras has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
     for layer in twin._flatten_layers(include_self=False, recursive=True):

@@ -40,7 +40,7 @@ import tensorflow as tf
 from reseg_tf.distribute import STRATEGIES, distribute_options, is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model, get_preset
+from reseg_tf.models import build_model, get_preset, with_input_size
 from reseg_tf.run_files import (
     RunLock, atomic_path, atomic_write_json, atomic_write_text, read_json, save_model_atomically,
 )
@@ -90,6 +90,12 @@ class TrainConfig:
         epochs: maximum epochs; default 60 for `demo`, 200 otherwise (early stopping ends sooner).
         batch_size: images per step (the paper: 5).
         image_size: `(height, width)` to train at; default the preset's size.
+        crop_size: `(height, width)` of random crops taken from each training image (after the
+            resize to `image_size`), or None. The step costs what a crop-sized image costs,
+            while validation, the saved model and evaluation use the whole `image_size`:
+            more resolution for the same step time, and a translation augmentation. The
+            ReNet layers see whole images at inference (their sweeps are longer than in
+            training).
         optimizer: `adadelta` (the paper's settings), `adam`, `sgd` (momentum 0.9) or `rmsprop`.
         learning_rate: default per optimizer: 1.0, 1e-3, 1e-2, 1e-3.
         weight_decay: L2 coefficient on trainable kernels (paper: 1e-3).
@@ -133,6 +139,7 @@ class TrainConfig:
     epochs: int = None
     batch_size: int = 5
     image_size: tuple = None
+    crop_size: tuple = None
     optimizer: str = "adadelta"
     learning_rate: float = None
     weight_decay: float = PAPER_WEIGHT_DECAY
@@ -186,11 +193,16 @@ class TrainConfig:
             raise ValueError(f"`learning_rate` must be a positive number, got {self.learning_rate!r}.")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
-        if self.image_size is not None:
-            size = tuple(self.image_size)
-            if len(size) != 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in size):
-                raise ValueError(f"`image_size` must be (height, width) positive ints, got {self.image_size!r}.")
-            self.image_size = size
+        for field in ("image_size", "crop_size"):
+            value = getattr(self, field)
+            if value is not None:
+                size = tuple(value)
+                if len(size) != 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in size):
+                    raise ValueError(f"`{field}` must be (height, width) positive ints, got {value!r}.")
+                setattr(self, field, size)
+        if self.crop_size is not None and self.cache_features:
+            raise ValueError("`crop_size` cannot be combined with `cache_features` (features are "
+                             "cached for whole images).")
         if self.data_dir is not None:
             self.data_dir = os.path.abspath(os.fspath(self.data_dir))
 
@@ -325,12 +337,15 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     On a resumed run the best value so far is read back from `history.csv` (epochs before the
     one training restarts from), so only a real improvement replaces `model.keras`.
     `model_to_save` replaces the fitted model (a head trained on cached features saves the full
-    model it shares its layers with).
+    model it shares its layers with). With `save_input_size`, a copy of it built for that
+    `(height, width)` is saved (a model trained on crops takes any size; evaluation and export
+    should run it at the size it was trained for).
     """
 
-    def __init__(self, path, history_path, monitor=MONITOR, verbose=1, model_to_save=None):
+    def __init__(self, path, history_path, monitor=MONITOR, verbose=1, model_to_save=None,
+                 save_input_size=None):
         super().__init__()
-        self.model_to_save = model_to_save
+        self.model_to_save, self.save_input_size = model_to_save, save_input_size
         self.path, self.history_path, self.monitor, self.verbose = path, history_path, monitor, verbose
         self.best = -math.inf
         self.best_epoch = None
@@ -357,7 +372,10 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch + 1
             # A ReSegModel saves its ReSegConfig, not its layers' dtype policies: a model trained
             # under a mixed-precision policy loads as a float32 model.
-            save_model_atomically(self.model_to_save or self.model, self.path)
+            model = self.model_to_save or self.model
+            if self.save_input_size:
+                model = with_input_size(model, self.save_input_size)
+            save_model_atomically(model, self.path)
             if self.verbose:
                 improvement = "" if previous == -math.inf else f" improved from {previous:.4f}"
                 _say(f"Epoch {epoch + 1}: {self.monitor}{improvement} to {self.best:.4f}, saved {self.path}")
@@ -538,7 +556,12 @@ def _model_config(config, source):
         num_classes=source.num_classes, class_names=tuple(source.class_names),
         weight_decay=config.weight_decay,
     )
-    return model_config, tuple(config.image_size or preset_size)
+    image_size = tuple(config.image_size or preset_size)
+    crop = config.crop_size
+    if crop is not None and (crop[0] > image_size[0] or crop[1] > image_size[1]):
+        raise ValueError(f"`crop_size` {crop[0]}x{crop[1]} is larger than the training image size "
+                         f"{image_size[0]}x{image_size[1]} (`image_size` or the preset's); crops must fit.")
+    return model_config, image_size
 
 
 def _class_weights(config, source):
@@ -567,7 +590,13 @@ def _datasets(config, source, image_size, global_batch_size):
     class_balance = _class_weights(config, source)
     augment = False
     if config.augment:
-        augment = pipelines.AugmentConfig(**FLIP_ONLY) if config.augment_mode == "flip" else True
+        augment = pipelines.AugmentConfig(**FLIP_ONLY) if config.augment_mode == "flip" else pipelines.AugmentConfig()
+    if config.crop_size:
+        # Crops without --augment: no flips, zoom, shifts or colour; just the crop.
+        augment = dataclasses.replace(
+            augment or pipelines.AugmentConfig(hflip=False, scale_range=None, max_shift=0.0, brightness=0.0,
+                                               contrast=0.0, saturation=0.0),
+            crop_size=config.crop_size)
     train_data = pipelines.make_dataset(
         source, "train", augment=augment, class_balance=class_balance,
         shuffle=True, repeat=config.steps_per_epoch is not None, **common,
@@ -603,7 +632,7 @@ def _feature_datasets(config, source, model, image_size, paths, verbose):
     return head, train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
 
 
-def _callbacks(config, paths, verbose, model_to_save=None):
+def _callbacks(config, paths, verbose, model_to_save=None, save_input_size=None):
     optional = [TimeBudget(config.time_budget)] if config.time_budget else []
     if config.lr_schedule == "cosine":
         base = config.learning_rate or OPTIMIZERS[config.optimizer][1]["learning_rate"]
@@ -613,7 +642,7 @@ def _callbacks(config, paths, verbose, model_to_save=None):
         StopOnNonFiniteLoss(),
         EpochHistoryCSV(paths["history.csv"]),
         BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose,
-                            model_to_save=model_to_save),
+                            model_to_save=model_to_save, save_input_size=save_input_size),
         ResumableEarlyStopping(paths["history.csv"], monitor=MONITOR, mode="max",
                                patience=config.patience, verbose=verbose),
         keras.callbacks.TensorBoard(paths["tensorboard"], write_graph=False, profile_batch=0),
@@ -684,7 +713,9 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
     try:
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
-            model = build_model(model_config, input_shape=(*image_size, 3), weights=config.vgg_weights,
+            # Crops train a model that takes any size; it is saved as a copy built for image_size.
+            input_size = (None, None) if config.crop_size else image_size
+            model = build_model(model_config, input_shape=(*input_size, 3), weights=config.vgg_weights,
                                 name=f"reseg_{config.preset}")
             fitted = model
             if config.cache_features:
@@ -700,9 +731,11 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
                  f"{config.batch_size * replicas} ({config.batch_size} per replica).")
         if not config.cache_features:
             train_data, val_data = _datasets(config, source, image_size, config.batch_size * replicas)
-        callbacks = _callbacks(config, paths, verbose, model_to_save=model if fitted is not model else None)
+        callbacks = _callbacks(config, paths, verbose, model_to_save=model if fitted is not model else None,
+                               save_input_size=image_size if config.crop_size else None)
+        crops = f" (random {config.crop_size[0]}x{config.crop_size[1]} crops)" if config.crop_size else ""
         _say(f"Training {config.preset} on {config.dataset} ({source.data_dir}) at "
-             f"{image_size[0]}x{image_size[1]} for up to {config.epochs} epochs -> {config.output}")
+             f"{image_size[0]}x{image_size[1]}{crops} for up to {config.epochs} epochs -> {config.output}")
         try:
             with _StopSignals():
                 return fitted.fit(train_data, validation_data=val_data, epochs=config.epochs,

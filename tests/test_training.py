@@ -349,3 +349,36 @@ def test_evaluate_runs_unchanged_on_a_test_split(trained_run, tmp_path):
     result = json.loads(json_path.read_text())
     assert result["split"] == "test" and result["num_images"] == 3
     assert 0 <= result["mean_iou"] <= 1
+
+
+def test_crop_training_feeds_crops_and_saves_a_full_size_model(data_dir, tmp_path):
+    originals = _train_images(data_dir, augment=False)
+    crops = _train_images(data_dir, augment=False, crop_size=(16, 24))
+    assert {image.shape for image in crops} == {(16, 24, 3)}
+
+    def window_of_an_original(crop):
+        return any(np.array_equal(crop, original[top:top + 16, left:left + 24])
+                   for original in originals for top in range(SIZE - 16 + 1) for left in range(SIZE - 24 + 1))
+
+    assert all(window_of_an_original(crop) for crop in crops)
+    distinct_images = len({image.tobytes() for image in originals})
+    assert len({crop.tobytes() for crop in crops}) > distinct_images  # crops move between passes
+
+    output = tmp_path / "crops"
+    assert cli.main(_train_args(data_dir, output, "--optimizer", "adam", "--crop-size", "16", "16")) == 0
+    model = load_reseg_model(str(output / "model.keras"))
+    assert model.input_shape == (None, SIZE, SIZE, 3)  # saved for the whole image, not the crop
+    assert json.loads((output / "run.json").read_text())["settings"]["crop_size"] == [16, 16]
+    metrics = json.loads((output / "metrics.json").read_text())
+    # Validation during training ran on whole 32x32 images, as the evaluation of the saved model.
+    assert metrics["mean_iou"] == pytest.approx(training.read_history(str(output / "history.csv"))[0]["val_mean_iou"], abs=1e-4)
+
+
+def test_crop_size_errors_name_the_setting(data_dir):
+    with pytest.raises(ValueError, match="crop_size"):
+        training.TrainConfig(crop_size=(16,))
+    with pytest.raises(ValueError, match="crop_size.*cache_features"):
+        training.TrainConfig(crop_size=(16, 16), cache_features=True)
+    config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), crop_size=(SIZE + 4, 16))
+    with pytest.raises(ValueError, match=f"crop_size.*larger than the training image size {SIZE}x{SIZE}"):
+        training._model_config(config, training._load_source(config))

@@ -227,3 +227,11 @@ def config_from_model(model):
     if isinstance(model, ReSegModel):
         return model.reseg_config
     raise ValueError(f"model {getattr(model, 'name', model)!r} is not a ReSeg model.")
+
+
+def with_input_size(model, image_size):
+    """A copy of a ReSeg model (same config, a copy of its weights) built for `(height, width)`
+    inputs; `None` dims accept any size. The copy is built under the current dtype policy."""
+    copy = ReSegModel(config_from_model(model), input_shape=(*image_size, 3), name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy
