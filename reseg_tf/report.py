@@ -163,6 +163,13 @@ def _comparison_table(runs):
     return "\n".join(lines)
 
 
+def _setting(value):
+    """A recorded setting as the report shows it: sizes as HxW."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return "x".join(str(v) for v in value)
+    return value
+
+
 def write_report(run_dir, output_dir=None, max_strips=4, compare=None):
     """Writes `report.md` and its PNG figures for the run in `run_dir`; returns the report path.
 
@@ -204,14 +211,16 @@ def write_report(run_dir, output_dir=None, max_strips=4, compare=None):
 
     best = max(rows, key=lambda row: row.get("val_mean_iou", -1))
     lines = [
-        f"# ReSeg run report: `{os.path.abspath(run_dir)}`",
+        f"# ReSeg run report: `{os.path.normpath(run_dir)}`",
         "",
         f"- preset `{settings.get('preset', metrics.get('preset', '?'))}`, dataset "
         f"`{settings.get('dataset', metrics.get('dataset', '?'))}`, image size "
-        f"{settings.get('image_size') or 'preset default'}, optimizer `{settings.get('optimizer', '?')}`, "
+        f"{_setting(settings.get('image_size')) or 'preset default'}, "
+        f"optimizer `{settings.get('optimizer', '?')}`, "
         f"class balance {settings.get('class_balance', '?')}, augmentation {settings.get('augment', '?')}"
-        + "".join(f", {label} {settings[key]}" for key, label in (
-            ("augment_mode", "augment mode"), ("lr_schedule", "learning-rate schedule"),
+        + "".join(f", {label} {_setting(settings[key])}" for key, label in (
+            ("crop_size", "random crops"), ("augment_mode", "augment mode"),
+            ("lr_schedule", "learning-rate schedule"),
             ("mixed_precision", "mixed precision"), ("time_budget", "time budget (min)"))
             if settings.get(key) not in (None, False)),
         f"- {len(rows)} epochs run; best epoch {best['epoch']} (val mean IoU during training "

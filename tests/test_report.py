@@ -34,10 +34,23 @@ def test_report_writes_markdown_and_figures(tmp_path, capsys):
     text = report.read_text()
     assert f"mean IoU {metrics['mean_iou']:.4f}" in text
     assert "best epoch 2" in text and "ReSeg (paper" in text
+    assert text.startswith(f"# ReSeg run report: `{run_dir}`")
     for figure in ("learning_curves.png", "confusion_matrix.png", "class_iou.png", "predictions.png"):
         path = run_dir / "report" / figure
         assert path.stat().st_size > 1000 and f"({figure})" in text
         assert Image.open(path).size[0] > 100
+
+
+def test_report_lists_the_recorded_settings(tmp_path):
+    run_dir = tmp_path / "run"
+    _write_run(run_dir)
+    settings = dict(preset="camvid_scratch", dataset="camvid", image_size=[264, 352], crop_size=[180, 240],
+                    optimizer="adam", class_balance=True, augment=True, lr_schedule="cosine")
+    (run_dir / "run.json").write_text(json.dumps({"state": "finished", "settings": settings}))
+    assert main(["report", str(run_dir)]) == 0
+    text = (run_dir / "report" / "report.md").read_text()
+    assert "preset `camvid_scratch`" in text and "image size 264x352" in text
+    assert "random crops 180x240" in text and "learning-rate schedule cosine" in text
 
 
 def test_report_refuses_old_or_unfinished_runs(tmp_path, capsys):
