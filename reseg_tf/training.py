@@ -594,8 +594,7 @@ def _datasets(config, source, image_size, global_batch_size):
     if config.crop_size:
         # Crops without --augment: no flips, zoom, shifts or colour; just the crop.
         augment = dataclasses.replace(
-            augment or pipelines.AugmentConfig(hflip=False, scale_range=None, max_shift=0.0, brightness=0.0,
-                                               contrast=0.0, saturation=0.0),
+            augment or pipelines.AugmentConfig(**{**FLIP_ONLY, "hflip": False}),
             crop_size=config.crop_size)
     train_data = pipelines.make_dataset(
         source, "train", augment=augment, class_balance=class_balance,
