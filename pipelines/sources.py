@@ -16,10 +16,12 @@ TensorFlow ops into `(uint8 RGB image (H, W, 3), int32 labels (H, W))`, labels i
 Conversions (documented, not errors): grayscale, palette and RGBA images are converted to RGB
 (alpha dropped); 16-bit images are scaled to 8 bits.
 
-Datasets without official splits (horse, flowers, a folder without split directories) are
-split deterministically: the sorted stems are permuted with `numpy.random.default_rng(split_seed)`
-and cut by `split_ratios` (default 0.6 / 0.2 / 0.2 into train / val / test); split `all` has
-every pair.
+Split lists: when the data directory holds `train.txt` / `val.txt` / `test.txt`
+(`IMAGE_PATH MASK_PATH` per line, relative to the directory), every source takes its splits from
+them, and a split without a list does not exist. Without list files, datasets that ship no
+splits (horse, flowers, a folder without split directories) are split deterministically: the
+sorted stems are permuted with `numpy.random.default_rng(split_seed)` and cut by `split_ratios`
+(default 0.6 / 0.2 / 0.2 into train / val / test); split `all` has every pair.
 """
 import os
 from importlib import resources
@@ -89,6 +91,51 @@ def _pairs_by_stem(image_dir, mask_dir, require_every_image=True):
     return {stem: (images[stem], masks[stem]) for stem in sorted(masks)}
 
 
+def listed_splits(data_dir):
+    """Split names that have a `<split>.txt` list file in `data_dir`."""
+    return tuple(split for split in SPLIT_NAMES
+                 if os.path.isfile(os.path.join(data_dir, f"{split}.txt")))
+
+
+def _resolve_listed_path(data_dir, listed, list_file, line_number):
+    # SegNet's lists hold absolute paths of their authors' machine: fall back to the last two
+    # components (`train/x.png`) under data_dir.
+    candidates = [listed] if os.path.isabs(listed) else [os.path.join(data_dir, listed)]
+    candidates.append(os.path.join(data_dir, *listed.replace("\\", "/").split("/")[-2:]))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    raise FileNotFoundError(f"{list_file}:{line_number}: listed file {listed!r} not found "
+                            f"(looked for {', '.join(dict.fromkeys(candidates))})")
+
+
+def read_split_list(data_dir, split):
+    """`(image_path, mask_path)` pairs listed in `data_dir/<split>.txt`, in file order.
+
+    Each non-empty line is `IMAGE_PATH MASK_PATH`, relative to `data_dir` (absolute paths are
+    accepted). A malformed line or a listed file that does not exist raises naming the list
+    file and the line.
+    """
+    list_file = os.path.join(data_dir, f"{split}.txt")
+    with open(list_file, encoding="utf-8") as handle:
+        try:
+            lines = handle.readlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{list_file}: not valid UTF-8 text ({error.reason} at byte "
+                             f"{error.start}); list files hold UTF-8 paths") from None
+    pairs = []
+    for line_number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{list_file}:{line_number}: expected 'IMAGE_PATH MASK_PATH', "
+                             f"got {line.strip()!r}")
+        pairs.append(tuple(_resolve_listed_path(data_dir, field, list_file, line_number)
+                           for field in fields))
+    return pairs
+
+
 def _read_pil_mask(convert):
     """In-graph reader of masks that need PIL (palette indices, which TF cannot decode)."""
 
@@ -108,7 +155,7 @@ def _read_pil_mask(convert):
 class DataSource:
     """Base class: split listing, validation and decoding of one dataset on disk.
 
-    Subclasses set `name`, `class_names`, `palette`, list `splits`, and implement
+    Subclasses set `name`, `class_names`, `palette`, and implement `_splits_without_lists()`,
     `_list_pairs(split)`, `read_raw_mask(path)` and `label_table()`.
 
     Attributes:
@@ -143,7 +190,15 @@ class DataSource:
         return self.num_classes
 
     @property
+    def split_lists(self):
+        """Splits defined by list files in `data_dir` (empty when the source's own rule applies)."""
+        return listed_splits(self.data_dir)
+
+    @property
     def splits(self):
+        return self.split_lists or self._splits_without_lists()
+
+    def _splits_without_lists(self):
         raise NotImplementedError
 
     def options(self):
@@ -157,14 +212,21 @@ class DataSource:
     def pairs(self, split):
         """Sorted `(image_path, mask_path)` pairs of `split`; raises naming the dir or file."""
         if split not in self.splits:
+            if self.split_lists:
+                raise ValueError(f"{self.name}: split {split!r} has no list file "
+                                 f"{os.path.join(self.data_dir, split + '.txt')}; this folder "
+                                 f"defines its splits by list files: "
+                                 f"{', '.join(s + '.txt' for s in self.split_lists)}")
             raise ValueError(f"{self.name}: unknown split {split!r} in {self.data_dir}; "
                              f"available: {', '.join(self.splits) or 'none'}")
-        pairs = self._list_pairs(split)
+        pairs = (read_split_list(self.data_dir, split) if self.split_lists
+                 else self._list_pairs(split))
         if not pairs:
             raise ValueError(f"{self.name}: split {split!r} in {self.data_dir} has no image/mask pairs")
         return pairs
 
     def _list_pairs(self, split):
+        """Pairs of `split` when the folder has no list files."""
         raise NotImplementedError
 
     def label_table(self):
@@ -238,7 +300,8 @@ class CamVidSource(DataSource):
 
     Pairs come from `<split>.txt` when present (`image_path label_path` per line; absolute
     paths from the SegNet lists are resolved by their last two components), else from the
-    `<split>/` and `<split>annot/` folders matched by stem.
+    `<split>/` and `<split>annot/` folders matched by stem. With list files, only the splits
+    that have one exist.
     """
 
     name = "camvid"
@@ -247,43 +310,12 @@ class CamVidSource(DataSource):
     def __init__(self, data_dir=None):
         super().__init__(data_dir or sample_data_dir(), CAMVID_CLASSES, CAMVID_PALETTE)
 
-    @property
-    def splits(self):
-        return tuple(split for split in SPLIT_NAMES
-                     if os.path.isfile(os.path.join(self.data_dir, f"{split}.txt"))
-                     or os.path.isdir(os.path.join(self.data_dir, split)))
-
-    def _resolve(self, listed, list_file, line_number):
-        candidates = [listed] if os.path.isabs(listed) else [os.path.join(self.data_dir, listed)]
-        candidates.append(os.path.join(self.data_dir, *listed.replace("\\", "/").split("/")[-2:]))
-        for candidate in candidates:
-            if os.path.isfile(candidate):
-                return os.path.normpath(candidate)
-        raise FileNotFoundError(f"{list_file}:{line_number}: listed file {listed!r} not found "
-                                f"(looked for {', '.join(candidates)})")
+    def _splits_without_lists(self):
+        return tuple(split for split in SPLIT_NAMES if os.path.isdir(os.path.join(self.data_dir, split)))
 
     def _list_pairs(self, split):
-        list_file = os.path.join(self.data_dir, f"{split}.txt")
-        if not os.path.isfile(list_file):
-            pairs = _pairs_by_stem(os.path.join(self.data_dir, split),
-                                   os.path.join(self.data_dir, f"{split}annot"))
-            return list(pairs.values())
-        pairs = []
-        with open(list_file, encoding="utf-8") as handle:
-            try:
-                lines = handle.readlines()
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{list_file}: not valid UTF-8 text ({error.reason} at byte "
-                                 f"{error.start}); list files hold UTF-8 paths") from None
-            for line_number, line in enumerate(lines, start=1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) != 2:
-                    raise ValueError(f"{list_file}:{line_number}: expected 'image_path label_path', "
-                                     f"got {line.strip()!r}")
-                pairs.append(tuple(self._resolve(field, list_file, line_number) for field in fields))
-        return pairs
+        return list(_pairs_by_stem(os.path.join(self.data_dir, split),
+                                   os.path.join(self.data_dir, f"{split}annot")).values())
 
     def label_table(self):
         table = np.full(_RAW_VALUES, -1, np.int32)
@@ -305,12 +337,12 @@ class _UnsplitSource(DataSource):
         seeded_split([], self.split_ratios)  # validates the ratios now, not at first use
         self._split_pairs = None
 
-    @property
-    def splits(self):
+    def _splits_without_lists(self):
         return SPLIT_NAMES + (ALL_SPLIT,)
 
     def options(self):
-        return {"split_ratios": self.split_ratios, "split_seed": self.split_seed}
+        return {"split_ratios": self.split_ratios, "split_seed": self.split_seed,
+                "split_lists": self.split_lists}
 
     def _all_pairs_by_stem(self):
         raise NotImplementedError
@@ -402,7 +434,8 @@ class FolderSource(DataSource):
     """Any folder of images and single-channel masks with matching stems.
 
     Layout: `data_dir/images/` + `data_dir/masks/` (split by `seeded_split`), or
-    `data_dir/<split>/images/` + `data_dir/<split>/masks/` for each of train/val/test present.
+    `data_dir/<split>/images/` + `data_dir/<split>/masks/` for each of train/val/test present,
+    or split lists `data_dir/<split>.txt` (see the module docstring).
 
     Args:
         num_classes: number of classes; mask values `0..num_classes-1`.
@@ -442,8 +475,7 @@ class FolderSource(DataSource):
     def has_split_dirs(self):
         return any(os.path.isdir(os.path.join(self._split_dir(s), self.images_dir)) for s in SPLIT_NAMES)
 
-    @property
-    def splits(self):
+    def _splits_without_lists(self):
         if self.has_split_dirs:
             return tuple(s for s in SPLIT_NAMES
                          if os.path.isdir(os.path.join(self._split_dir(s), self.images_dir)))
@@ -452,7 +484,8 @@ class FolderSource(DataSource):
     def options(self):
         return {"num_classes": self.num_classes, "ignore_value": self.ignore_value,
                 "images_dir": self.images_dir, "masks_dir": self.masks_dir,
-                "split_ratios": self.split_ratios, "split_seed": self.split_seed}
+                "split_ratios": self.split_ratios, "split_seed": self.split_seed,
+                "split_lists": self.split_lists}
 
     def _list_pairs(self, split):
         if self.has_split_dirs:

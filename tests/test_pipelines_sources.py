@@ -154,7 +154,7 @@ def test_missing_dir_and_unknown_split(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         pipelines.get_source("camvid", tmp_path / "nowhere")
     root = layouts.write_camvid(tmp_path / "camvid")
-    with pytest.raises(ValueError, match="'test'.*available: train, val"):
+    with pytest.raises(ValueError, match=r"'test' has no list file .*test\.txt.*train\.txt, val\.txt"):
         pipelines.get_source("camvid", root).pairs("test")
     with pytest.raises(FileNotFoundError, match="figure_ground"):
         os.makedirs(tmp_path / "horse" / "rgb")
@@ -242,3 +242,68 @@ def test_shuffle_is_seeded(tmp_path):
 
     np.testing.assert_array_equal(first_epoch(3), first_epoch(3))
     assert not np.array_equal(first_epoch(3), first_epoch(4))
+
+
+def _write_split_lists(root, splits):
+    """Writes `<split>.txt` for each `split -> [(image, mask), ...]` (paths relative to root)."""
+    for split, pairs in splits.items():
+        with open(os.path.join(root, f"{split}.txt"), "w") as handle:
+            handle.write("".join(f"{image} {mask}\n" for image, mask in pairs))
+
+
+@pytest.mark.parametrize("dataset", ["weizmann_horse", "oxford_flowers17", "folder"])
+def test_split_lists_replace_the_seeded_split(tmp_path, dataset):
+    writers = {"weizmann_horse": (layouts.write_weizmann_horse, {}),
+               "oxford_flowers17": (layouts.write_oxford_flowers17, {}),
+               "folder": (layouts.write_folder, {"num_classes": 3})}
+    writer, options = writers[dataset]
+    root = writer(tmp_path / dataset)
+    seeded = pipelines.get_source(dataset, root, **options)
+    listed = {"train": seeded.pairs("test") + seeded.pairs("val")[:1], "val": seeded.pairs("train")[:3]}
+    _write_split_lists(root, {split: [(os.path.relpath(i, root), os.path.relpath(m, root)) for i, m in pairs]
+                              for split, pairs in listed.items()})
+    source = pipelines.get_source(dataset, root, **options)
+    assert source.splits == ("train", "val")
+    assert source.pairs("train") == listed["train"]  # file order, not the seeded permutation
+    assert source.pairs("val") == listed["val"]
+    assert source.options()["split_lists"] == ("train", "val")
+    with pytest.raises(ValueError, match=r"'test' has no list file .*test\.txt"):
+        source.pairs("test")
+    with pytest.raises(ValueError, match=r"'all' has no list file"):
+        source.pairs("all")
+    dataset_batches = _batches(pipelines.make_dataset(source, "val", batch_size=1, shuffle=False))
+    assert len(dataset_batches) == 3
+
+
+def test_split_list_errors_name_the_file_and_line(tmp_path):
+    root = layouts.write_weizmann_horse(tmp_path / "horse", count=4)
+    good = "rgb/horse001.jpg figure_ground/horse001.jpg\n"
+    _write_split_lists(root, {"train": []})
+    list_file = os.path.join(root, "train.txt")
+    source = pipelines.get_source("weizmann_horse", root)
+
+    with open(list_file, "w") as handle:
+        handle.write(good + "\n" + "rgb/horse002.jpg\n")  # blank lines are skipped
+    with pytest.raises(ValueError, match=r"train\.txt:3: expected 'IMAGE_PATH MASK_PATH', got 'rgb/horse002.jpg'"):
+        source.pairs("train")
+    with open(list_file, "w") as handle:
+        handle.write(good + "rgb/horse002.jpg figure_ground/horse999.jpg\n")
+    with pytest.raises(FileNotFoundError, match=r"train\.txt:2: listed file 'figure_ground/horse999.jpg' not found"):
+        source.pairs("train")
+    with open(list_file, "w") as handle:
+        handle.write("\n")
+    with pytest.raises(ValueError, match="split 'train' .* has no image/mask pairs"):
+        source.pairs("train")
+    with open(list_file, "w") as handle:
+        handle.write(good)
+    assert source.pairs("train") == [(os.path.join(root, "rgb", "horse001.jpg"),
+                                      os.path.join(root, "figure_ground", "horse001.jpg"))]
+
+
+def test_without_list_files_the_seeded_split_is_unchanged(tmp_path):
+    root = layouts.write_weizmann_horse(tmp_path, count=10)
+    source = pipelines.get_source("weizmann_horse", root)
+    assert source.split_lists == ()
+    stems = seeded_split([f"horse{i + 1:03d}" for i in range(10)])
+    for split in ("train", "val", "test"):
+        assert [os.path.basename(image)[:-4] for image, _ in source.pairs(split)] == stems[split]

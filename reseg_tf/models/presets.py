@@ -59,6 +59,23 @@ PRESETS = {
                     vgg_filters=(32, 64, 128), vgg_batch_norm=True, context="conv",
                     renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
     ),
+    "horse_scratch": dict(
+        description="Weizmann Horse from scratch on a CPU (no ImageNet weights): camvid_scratch's "
+        "half-width VGG16-shaped front end with batch norm, trained; ReNet 64+64 units (1x1 "
+        "patches); two 2x2 transposed convs of 64 filters; trained at 160x224.",
+        image_size=(160, 224),
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True, freeze_vgg=False,
+                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+    ),
+    "flowers_scratch": dict(
+        description="Oxford Flowers 17 from scratch on a CPU (no ImageNet weights): the "
+        "horse_scratch architecture, trained at 160x160.",
+        image_size=(160, 160),
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True, freeze_vgg=False,
+                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+    ),
     "demo": dict(
         description="Small CamVid model that trains in minutes on a CPU from scratch: no VGG, "
         "ReNet 32 units on 4x4 patches then 32 units, two 2x2 transposed convs of 32 filters.",
