@@ -1,10 +1,10 @@
 """Training throughput of the camvid preset: full model vs the head on cached VGG features.
 
 Prints one JSON line. One training step (`train_on_batch`, Adadelta, sparse cross-entropy) of
-the full model on images and of the `reseg_tf.feature_cache` head on the cached features of the
-same images, interleaved repeat by repeat in one process (the machine is shared), medians
-compared. Peak RSS is the process's high-water mark: `peak_rss_mib_cached` after the cached
-path alone has run, `peak_rss_mib` after both.
+the full model on images and of the `reseg_tf.training.feature_cache` head on the cached
+features of the same images, interleaved repeat by repeat in one process (the machine is
+shared), medians compared. Peak RSS is the process's high-water mark: `peak_rss_mib_cached`
+after the cached path alone has run, `peak_rss_mib` after both.
 
 `flop_bound_speedup` is the most caching can give if the front end and the head ran at the same
 FLOP/s: (front-end forward + head training FLOPs) / head training FLOPs, counted from the
@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from reseg_tf import build_model, get_preset  # noqa: E402
-from reseg_tf.feature_cache import cache_features, front_end_output_layer, split_frozen_front_end  # noqa: E402
 from reseg_tf.layers import ReNetLayer  # noqa: E402
+from reseg_tf.training.feature_cache import cache_features, front_end_output_layer, split_frozen_front_end  # noqa: E402
 
 
 def peak_rss_mib():

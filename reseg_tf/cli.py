@@ -7,6 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from reseg_tf.distribute import STRATEGIES
+from reseg_tf.training import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS
+
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
@@ -115,7 +118,7 @@ def _add_train(subparsers):
                         help="train on random HxW crops of the images resized to --image-size (a step "
                         "costs what a crop does); validation, the saved model and evaluation use the "
                         "whole --image-size. Default: no crops")
-    parser.add_argument("--optimizer", default=None, choices=("adadelta", "adam", "sgd", "rmsprop"),
+    parser.add_argument("--optimizer", default=None, choices=tuple(OPTIMIZERS),
                         help="default: adadelta with the paper's settings (lr 1.0, rho 0.95, eps 1e-6)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="default per optimizer: adadelta 1.0, adam 1e-3, sgd 1e-2 (momentum 0.9), rmsprop 1e-3")
@@ -129,10 +132,10 @@ def _add_train(subparsers):
                         "(0.5 = square root, softer balancing); default: 1")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random augmentation of the training images; default: on")
-    parser.add_argument("--augment-mode", default=None, choices=("standard", "flip"),
+    parser.add_argument("--augment-mode", default=None, choices=AUGMENT_MODES,
                         help="standard: flips, zoom 0.8-1.2, shifts, colour jitter; flip: left-right "
                         "flips only; default: standard")
-    parser.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
+    parser.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
                         help="cosine: the learning rate decays on a half cosine to 0 over --epochs; "
                         "default: constant")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
@@ -141,14 +144,14 @@ def _add_train(subparsers):
                         help="stop after this many epochs without a better val mean IoU; default: 20")
     parser.add_argument("--seed", type=int, default=None, help="random seed; default: 0")
     parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
-                        choices=("auto", "float16", "bfloat16"),
+                        choices=MIXED_PRECISION_MODES,
                         help="train with a mixed-precision policy: mixed_float16, mixed_bfloat16, or "
                         "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU; default: float32")
     parser.add_argument("--vgg-weights", default=None,
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run in --output instead of refusing")
-    parser.add_argument("--strategy", default=None, choices=("default", "mirrored", "multiworker", "tpu"),
+    parser.add_argument("--strategy", default=None, choices=STRATEGIES,
                         help="tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                         "multiworker (machines in TF_CONFIG), tpu; --batch-size is per replica")
     parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",

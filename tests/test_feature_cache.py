@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from reseg_tf import build_model, get_preset
-from reseg_tf.feature_cache import cache_features, random_flip_features, split_frozen_front_end
+from reseg_tf.training.feature_cache import cache_features, random_flip_features, split_frozen_front_end
 
 SIZE = (32, 24)
 

@@ -163,9 +163,9 @@ class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
 
 def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
     output = tmp_path / "resumed"
-    make_callbacks = training._callbacks
+    make_callbacks = training.make_callbacks
     # Ctrl-C right after epoch 1 was backed up (the interrupting callback runs after the backup).
-    monkeypatch.setattr(training, "_callbacks",
+    monkeypatch.setattr(training.trainer, "make_callbacks",
                         lambda *args, **kwargs: make_callbacks(*args, **kwargs) + [_InterruptAfterFirstEpoch()])
     assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 130
     assert "run the same command again to resume" in capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
     assert not (output / "metrics.json").exists()
     assert not (output / ".reseg.lock").exists()
 
-    monkeypatch.setattr(training, "_callbacks", make_callbacks)
+    monkeypatch.setattr(training.trainer, "make_callbacks", make_callbacks)
     assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 0
     assert "Resuming the unfinished run" in capsys.readouterr().out
     with open(output / "history.csv") as handle:
@@ -246,7 +246,7 @@ def test_bad_training_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 def test_run_recorded_before_a_setting_existed_still_resumes(data_dir, tmp_path, capsys):
     """A run.json written by an older version lacks newer settings: they count as defaults."""
-    from reseg_tf.training import TrainConfig, _prepare_output
+    from reseg_tf.training import TrainConfig, prepare_output
     from reseg_tf.run_files import atomic_write_json
 
     config = TrainConfig(data_dir=str(data_dir), output=str(tmp_path / "run"), epochs=1, image_size=(SIZE, SIZE))
@@ -254,11 +254,11 @@ def test_run_recorded_before_a_setting_existed_still_resumes(data_dir, tmp_path,
     del settings["strategy"]
     (tmp_path / "run").mkdir()
     atomic_write_json(str(tmp_path / "run" / "run.json"), {"state": "trained", "settings": settings})
-    assert _prepare_output(config) == "trained"
+    assert prepare_output(config) == "trained"
     settings["batch_size"] = 3
     atomic_write_json(str(tmp_path / "run" / "run.json"), {"state": "trained", "settings": settings})
     with pytest.raises(ValueError, match="batch_size"):
-        _prepare_output(config)
+        prepare_output(config)
 
 
 def test_train_on_cached_features_saves_the_full_model(data_dir, tmp_path):
@@ -295,7 +295,7 @@ def test_cosine_schedule_precision_and_augment_settings():
 def _train_images(data_dir, **settings):
     """Every training image of three passes over the tiny train split, as the trainer feeds them."""
     config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), **settings)
-    train_data, _ = training._datasets(config, training._load_source(config), (SIZE, SIZE), 1)
+    train_data, _ = training.make_datasets(config, training.load_source(config), (SIZE, SIZE), 1)
     return [np.asarray(images[0]) for _ in range(3) for images, _ in train_data]
 
 
@@ -328,7 +328,7 @@ def test_mixed_precision_cosine_run_saves_a_float32_model(data_dir, tmp_path):
 def test_class_balance_power_softens_the_weights(data_dir):
     def weights(**settings):
         config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), **settings)
-        return training._class_weights(config, training._load_source(config))
+        return training.class_weights(config, training.load_source(config))
 
     assert weights() is None
     full = weights(class_balance=True)
@@ -381,4 +381,4 @@ def test_crop_size_errors_name_the_setting(data_dir):
         training.TrainConfig(crop_size=(16, 16), cache_features=True)
     config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), crop_size=(SIZE + 4, 16))
     with pytest.raises(ValueError, match=f"crop_size.*larger than the training image size {SIZE}x{SIZE}"):
-        training._model_config(config, training._load_source(config))
+        training.model_config_for(config, training.load_source(config))

@@ -1,0 +1,186 @@
+"""`TrainConfig`, the settings of a training run, and the names of the options it accepts.
+
+The option lists are the one definition of what each setting accepts; the `reseg train` flags
+take their choices from here.
+"""
+import dataclasses
+import math
+import os
+
+from reseg_tf.distribute import STRATEGIES
+from reseg_tf.models import get_preset
+
+PAPER_WEIGHT_DECAY = 1e-3
+MONITOR = "val_mean_iou"
+# Fresh-run defaults per preset; others use DEFAULT_EPOCHS and early stopping. The demo is tuned
+# to finish in a few minutes on a 2-core CPU (see the preset's description).
+PRESET_EPOCHS = {"demo": 60}
+DEFAULT_EPOCHS = 200
+# name: (`keras.optimizers` class name, its arguments).
+OPTIMIZERS = {
+    # The paper's Adadelta is Lasagne's (lr 1.0, rho 0.95, eps 1e-6), not Keras' defaults.
+    "adadelta": ("Adadelta", dict(learning_rate=1.0, rho=0.95, epsilon=1e-6)),
+    "adam": ("Adam", dict(learning_rate=1e-3)),
+    "sgd": ("SGD", dict(learning_rate=1e-2, momentum=0.9)),
+    "rmsprop": ("RMSprop", dict(learning_rate=1e-3)),
+}
+AUGMENT_MODES = ("standard", "flip")
+FLIP_ONLY = dict(hflip=True, scale_range=None, max_shift=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+LR_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISION_MODES = ("auto", "float16", "bfloat16")
+MIXED_PRECISION = (False, True, *MIXED_PRECISION_MODES)
+# Settings that may change when an unfinished run is resumed; any other difference is refused.
+RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of `reseg_tf.train`; every field mirrors a `reseg train` flag.
+
+    Args:
+        preset: model preset (`reseg_tf.list_presets()`).
+        dataset: data source name (`camvid`, `weizmann_horse`, `oxford_flowers17`, `folder`).
+        data_dir: dataset root; None = the embedded CamVid sample (camvid only).
+        dataset_options: extra `pipelines.get_source` options (e.g. `num_classes` for `folder`).
+        output: output directory; default `runs/<preset>`.
+        epochs: maximum epochs; default 60 for `demo`, 200 otherwise (early stopping ends sooner).
+        batch_size: images per step (the paper: 5).
+        image_size: `(height, width)` to train at; default the preset's size.
+        crop_size: `(height, width)` of random crops taken from each training image (after the
+            resize to `image_size`), or None. The step costs what a crop-sized image costs,
+            while validation, the saved model and evaluation use the whole `image_size`:
+            more resolution for the same step time, and a translation augmentation. The
+            ReNet layers see whole images at inference (their sweeps are longer than in
+            training).
+        optimizer: `adadelta` (the paper's settings), `adam`, `sgd` (momentum 0.9) or `rmsprop`.
+        learning_rate: default per optimizer: 1.0, 1e-3, 1e-2, 1e-3.
+        weight_decay: L2 coefficient on trainable kernels (paper: 1e-3).
+        class_balance: median-frequency class balancing as per-pixel sample weights.
+        class_balance_power: the weights are raised to this power: 1 = median-frequency
+            balancing, 0.5 = its square root (softer: rare classes are boosted less, which
+            over-predicts them less and usually gives a better mean IoU), 0 = no weighting.
+        augment: random augmentation of the training split (see `augment_mode`).
+        augment_mode: `"standard"` (`pipelines.AugmentConfig()` defaults: flips, zoom, shifts,
+            colour jitter) or `"flip"` (left-right flips only).
+        lr_schedule: `"constant"`, or `"cosine"`: the learning rate follows a half cosine from
+            `learning_rate` down to 0 over `epochs` (set per epoch; resumed runs stay on it).
+        steps_per_epoch: batches per epoch (the training set repeats); default one pass.
+        patience: epochs without val mean IoU improvement before stopping.
+        seed: seed of weights, shuffling and augmentation.
+        mixed_precision: False (float32), `"float16"` / `"bfloat16"` (the `mixed_float16` /
+            `mixed_bfloat16` policy), or True / `"auto"`: float16 when a GPU is visible, bfloat16
+            otherwise (CPUs with AVX512_BF16/AMX run bf16 convolutions and ReNet matmuls faster;
+            float16 is slow on CPUs).
+        vgg_weights: VGG16 front-end weights: `imagenet`, a weights file, or None.
+        overwrite: replace a finished run (or foreign files of ours) in `output`.
+        num_examples: validation images drawn into `predictions/`.
+        verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
+        strategy: `default`, `mirrored`, `multiworker` (reads `TF_CONFIG`) or `tpu`
+            (`reseg_tf.distribute.make_strategy`). `batch_size` is per replica: the global
+            batch is `batch_size * num_replicas_in_sync`. Only the chief writes artifacts.
+        time_budget: stop after the epoch that would otherwise end past this many minutes of
+            training in this process (None: no limit); the best model so far is kept.
+        cache_features: run the frozen front end (VGG16, or the preprocessing of a no-VGG
+            preset) once over train and val, keep its float16 features in
+            `OUTPUT/feature_cache/`, and train the rest of the model on them
+            (`reseg_tf.training.feature_cache`). Gradients equal full-model training without
+            augmentation; with `augment`, only left-right flips are applied, in feature space.
+    """
+
+    preset: str = "demo"
+    dataset: str = "camvid"
+    data_dir: str = None
+    dataset_options: dict = dataclasses.field(default_factory=dict)
+    output: str = None
+    epochs: int = None
+    batch_size: int = 5
+    image_size: tuple = None
+    crop_size: tuple = None
+    optimizer: str = "adadelta"
+    learning_rate: float = None
+    weight_decay: float = PAPER_WEIGHT_DECAY
+    class_balance: bool = False
+    class_balance_power: float = 1.0
+    augment: bool = True
+    augment_mode: str = "standard"
+    lr_schedule: str = "constant"
+    steps_per_epoch: int = None
+    patience: int = 20
+    seed: int = 0
+    mixed_precision: bool | str = False
+    vgg_weights: str = None
+    overwrite: bool = False
+    num_examples: int = 4
+    verbose: int = None
+    strategy: str = "default"
+    time_budget: float = None
+    cache_features: bool = False
+
+    def __post_init__(self):
+        get_preset(self.preset)  # raises for an unknown name
+        if self.output is None:
+            self.output = os.path.join("runs", self.preset)
+        if self.epochs is None:
+            self.epochs = PRESET_EPOCHS.get(self.preset, DEFAULT_EPOCHS)
+        for field in ("epochs", "batch_size", "patience", "num_examples"):
+            value = getattr(self, field)
+            minimum = 0 if field in ("patience", "num_examples") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{field}` must be an int >= {minimum}, got {value!r}.")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+            raise ValueError(f"`steps_per_epoch` must be a positive int or None, got {self.steps_per_epoch!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if self.cache_features and self.strategy != "default":
+            raise ValueError("`cache_features` works with the default strategy only.")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"`time_budget` must be a positive number of minutes, got {self.time_budget!r}.")
+        if not (0 <= self.class_balance_power <= 4):
+            raise ValueError(f"`class_balance_power` must be in [0, 4], got {self.class_balance_power!r}.")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"unknown augment_mode {self.augment_mode!r}; choose one of {', '.join(AUGMENT_MODES)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"`learning_rate` must be a positive number, got {self.learning_rate!r}.")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
+        for field in ("image_size", "crop_size"):
+            value = getattr(self, field)
+            if value is not None:
+                size = tuple(value)
+                if len(size) != 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in size):
+                    raise ValueError(f"`{field}` must be (height, width) positive ints, got {value!r}.")
+                setattr(self, field, size)
+        if self.crop_size is not None and self.cache_features:
+            raise ValueError("`crop_size` cannot be combined with `cache_features` (features are "
+                             "cached for whole images).")
+        if self.data_dir is not None:
+            self.data_dir = os.path.abspath(os.fspath(self.data_dir))
+
+    def identity(self):
+        """The settings that define the run (compared when an unfinished run is resumed)."""
+        settings = dataclasses.asdict(self)
+        for name in RESUMABLE_CHANGES + ("output",):
+            settings.pop(name)
+        return settings
+
+
+def mixed_precision_policy(setting):
+    """The Keras dtype policy name for a `TrainConfig.mixed_precision` setting (None: float32)."""
+    if setting is False or setting is None:
+        return None
+    if setting in (True, "auto"):
+        import tensorflow as tf
+
+        setting = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
+    return f"mixed_{setting}"
+
+
+def cosine_learning_rate(base, epoch, epochs):
+    """Learning rate of 0-based `epoch` on a half cosine from `base` (epoch 0) towards 0."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))

@@ -1,0 +1,91 @@
+"""The run directory: which artifacts a run writes, its record `run.json`, and whether to start,
+resume or refuse a run in a directory (`prepare_output`)."""
+import dataclasses
+import json
+import os
+import shutil
+
+from reseg_tf.run_files import atomic_write_json, read_json
+from reseg_tf.training.config import TrainConfig
+
+RUN_FILE = "run.json"
+ARTIFACTS = ("model.keras", "metrics.json", "history.csv", "tensorboard", "predictions", "backup",
+             "feature_cache", RUN_FILE)
+
+
+class RunDirectoryError(ValueError):
+    """The output directory cannot be used as asked (finished run, foreign files, other settings)."""
+
+
+def artifact_paths(output):
+    """`{artifact name: its path}` for a run writing to `output`."""
+    return {name: os.path.join(output, name) for name in ARTIFACTS}
+
+
+def _remove_artifacts(output):
+    for path in artifact_paths(output).values():
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def prepare_output(config):
+    """Decides between a fresh run, resuming, evaluating a trained run, or refusing.
+
+    Returns the state to continue from: `"fresh"`, `"resume"` or `"trained"`.
+    """
+    output = config.output
+    paths = artifact_paths(output)
+    record = read_json(paths[RUN_FILE])
+    how_to_restart = "pass --overwrite to replace it, or --output DIR to train elsewhere"
+    if config.overwrite:
+        if record is not None or any(os.path.exists(path) for path in paths.values()):
+            print(f"--overwrite: removing the previous run's files in {output}.", flush=True)
+            _remove_artifacts(output)
+        return "fresh"
+    if os.path.exists(paths["metrics.json"]) or (record or {}).get("state") == "finished":
+        raise RunDirectoryError(f"{output} holds a finished run (metrics.json exists); {how_to_restart}.")
+    if record is None:
+        ours = [name for name, path in paths.items() if os.path.exists(path)]
+        if ours:
+            raise RunDirectoryError(
+                f"{output} already contains {', '.join(ours)} but no {RUN_FILE} of a reseg run; {how_to_restart}."
+            )
+        return "fresh"
+    # A setting the record lacks was added after that run started: it ran with the default.
+    defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
+                else field.default_factory() for field in dataclasses.fields(TrainConfig)}
+    recorded = {**defaults, **record.get("settings", {})}
+    differences = {
+        key: (recorded.get(key), value)
+        for key, value in config.identity().items()
+        if _jsonable(recorded.get(key)) != _jsonable(value)
+    }
+    if differences:
+        listed = "; ".join(f"{key}: run has {old!r}, asked {new!r}" for key, (old, new) in differences.items())
+        raise RunDirectoryError(
+            f"{output} holds an unfinished run with other settings ({listed}); rerun with the "
+            f"same settings to resume it, or {how_to_restart}."
+        )
+    if record.get("state") == "trained":
+        print(f"{output}: training had finished; evaluating the best model.", flush=True)
+        return "trained"
+    if os.path.isdir(paths["backup"]):
+        metadata = read_json(os.path.join(paths["backup"], "training_metadata.json"), {})
+        print(f"Resuming the unfinished run in {output} after epoch {metadata.get('epoch', '?')} "
+              f"(from {paths['backup']}).", flush=True)
+        return "resume"
+    print(f"{output}: the previous run stopped before completing an epoch; starting it again.", flush=True)
+    return "fresh"
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def write_run_record(config, state, **extra):
+    """Writes `run.json`: the run's `state` (`running`, `trained`, `finished`) and settings."""
+    record = {"state": state, "settings": _jsonable(config.identity()), "epochs": config.epochs}
+    record.update(extra)
+    atomic_write_json(os.path.join(config.output, RUN_FILE), record)
