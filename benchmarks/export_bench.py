@@ -1,10 +1,11 @@
 """Per-image latency of Keras predict vs the SavedModel vs each TFLite variant, in one run.
 
-Exports the camvid preset (weights=None, or a trained `.keras` model given with --model) at
-360x480 into a temporary folder with `reseg_tf.export.export_model(verify=False)`, then times
-batch-1 inference of every artifact on the same real images (one warm-up call each) and prints
-one JSON line: latency in ms per image, file sizes, and argmax agreement with Keras (meaningless
-for an untrained model, reported anyway).
+Exports the camvid preset (weights=None, or a trained `.keras` model given with --model) at its
+own input size (a model that accepts any size: its preset's training size) into a temporary
+folder with `reseg_tf.export.export_model(verify=False)`, then times batch-1 inference of every
+artifact on the same real images resized to that size as training resizes them (one warm-up call
+each) and prints one JSON line: latency in ms per image, file sizes, and argmax agreement with
+Keras (meaningless for an untrained model, reported anyway).
 
     python benchmarks/export_bench.py [--model PATH] [--images DIR] [--repeats N]
 """
@@ -27,7 +28,6 @@ import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
 
 SHARED_CAMVID = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "camvid"
-IMAGE_SIZE = (360, 480)
 
 
 def per_image_seconds(function, images, repeats):
@@ -52,17 +52,18 @@ def main():
 
     model = (export.load_reseg_model(args.model) if args.model
              else reseg_tf.build_model("camvid", input_shape=(None, None, 3), weights=None))
-    images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export._sample_data_dir())
+    image_size = export.resolve_image_size(model)
+    images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export.sample_data_dir())
     files = export.find_images(images_dir)
-    images = export.load_images(export._spread(files, args.num_images), IMAGE_SIZE)
+    images = export.load_images(export.spread_files(files, args.num_images), image_size)
 
     results = {"benchmark": "export_latency", "model": args.model or "camvid(weights=None)",
-               "image_size": list(IMAGE_SIZE), "images": str(images_dir), "num_images": len(images),
+               "image_size": list(image_size), "images": str(images_dir), "num_images": len(images),
                "repeats": args.repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "tf": tf.__version__, "latency_ms": {}, "size_mb": {}, "agreement": {}, "convert_s": None}
     with tempfile.TemporaryDirectory(prefix="reseg-export-bench-") as scratch:
         start = time.perf_counter()
-        result = export.export_model(model, Path(scratch) / model.name, image_size=IMAGE_SIZE,
+        result = export.export_model(model, Path(scratch) / model.name, image_size=image_size,
                                      tflite=args.tflite, representative_data=images_dir, verify=False,
                                      num_calibration_images=args.num_calibration_images)
         results["convert_s"] = round(time.perf_counter() - start, 1)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from reseg_tf.distribute import STRATEGIES
+from reseg_tf.export import TFLITE_VARIANTS
 from reseg_tf.training import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS
 
 
@@ -60,23 +61,24 @@ def _add_export(subparsers):
         "export", help="Export a trained model for TF Serving (SavedModel) and TFLite, verified.",
         description="Write DIR/saved_model/<version>/ (TF Serving layout, signatures serving_default, "
         "serving_uint8, serving_bytes), DIR/tflite/<version>/*.tflite, DIR/serving.md and "
-        "DIR/export_report.json; then reload every artifact and compare it with Keras.",
+        "DIR/export_report.json; then reload every artifact and check that it answers like "
+        "`reseg predict` (the SavedModel takes images of any size and answers at their size).",
     )
     parser.add_argument("--model", required=True, help="the trained model's .keras file")
     parser.add_argument("--output", default=None,
                         help="export folder; default: saved_models/<model name>/. An existing "
                         "SavedModel version is never overwritten: the next version number is used")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
-                        help="height and width of the static TFLite models and verification images; "
-                        "default: the model's fixed size, or its preset's training size")
-    parser.add_argument("--tflite", default="fp32,fp16,dynamic,int8",
-                        help="comma-separated TFLite variants from fp32, fp16, dynamic, int8, or "
-                        "'none'; default: all four")
+                        help="height and width of the static TFLite models; default: the model's "
+                        "fixed size, or its preset's training size")
+    parser.add_argument("--tflite", default=",".join(TFLITE_VARIANTS),
+                        help=f"comma-separated TFLite variants from {', '.join(TFLITE_VARIANTS)}, or "
+                        "'none'; default: all of them")
     parser.add_argument("--representative-data", default=None, metavar="DIR",
                         help="folder of real images (or a CamVid-layout folder) to calibrate int8 "
                         "and verify on; default: the embedded CamVid sample, with a warning")
     parser.add_argument("--no-verify", action="store_true",
-                        help="skip reloading and comparing the artifacts with Keras")
+                        help="skip reloading the artifacts and comparing them with reseg predict")
 
     def handler(args):
         from reseg_tf.export import TFLiteConversionError, export_model

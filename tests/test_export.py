@@ -1,5 +1,7 @@
-"""Export to TF Serving SavedModel and TFLite, verified against Keras on a tiny trained model."""
+"""Export to TF Serving SavedModel and TFLite, verified against `reseg predict` on a tiny trained model."""
+import importlib.util
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -9,8 +11,11 @@ from PIL import Image
 
 import reseg_tf
 from reseg_tf import cli, export
+from reseg_tf.inference import Predictor
+from reseg_tf.models import with_input_size
 
 SIZE = (32, 32)
+PARITY_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "parity_bench.py"
 PALETTE = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], np.float32)
 
 
@@ -47,6 +52,13 @@ def trained(tmp_path_factory):
     for i, image in enumerate(block_images(12, seed=1)[0]):
         Image.fromarray(image).save(representative / f"{i:02d}.png")
     return model, model_path, representative
+
+
+@pytest.fixture(scope="module")
+def fixed_size(trained):
+    """The trained model as a fixed-size (32x32) model: its working size is not the images'."""
+    model, _, _ = trained
+    return with_input_size(model, SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +123,9 @@ def test_export_twin_avoids_cudnn_even_where_a_gpu_is_visible(trained, tmp_path,
         return list_devices(device_type)
 
     monkeypatch.setattr(tf.config, "list_logical_devices", with_fake_gpu)
-    export._write_archive(model, tmp_path / "plain", export._serving_functions(model))
+    export.write_archive(model, tmp_path / "plain", export.serving_functions(model))
     twin, _ = export.export_twin(model)
-    export._write_archive(twin, tmp_path / "twin", export._serving_functions(twin))
+    export.write_archive(twin, tmp_path / "twin", export.serving_functions(twin))
     assert "CudnnRNNV3" in export.saved_model_op_types(tmp_path / "plain")
     assert not [op for op in export.saved_model_op_types(tmp_path / "twin") if "Cudnn" in op]
 
@@ -146,6 +158,74 @@ def test_signatures_answer_and_match_keras(trained, exported):
     mixed = tf.stack([tf.io.encode_png(images[0]), tf.io.encode_png(block_images(1)[0][0])])
     with pytest.raises(tf.errors.InvalidArgumentError, match="same height and width"):
         loaded.signatures["serving_bytes"](image_bytes=mixed)
+
+
+def test_fixed_size_model_answers_at_the_size_of_the_images_sent(trained, fixed_size, tmp_path):
+    model, _, _ = trained
+    loaded = tf.saved_model.load(str(export.export_saved_model(fixed_size, tmp_path / "serving")))
+    images = block_images(2, size=(24, 40), seed=3)[0]
+    expected = Predictor(fixed_size).probabilities(images).numpy()  # what reseg predict computes
+    assert expected.shape == (2, 24, 40, 3)
+    # Run at 24x40 instead of the working size, the same weights answer differently.
+    assert np.abs(model.predict(images.astype(np.float32), verbose=0) - expected).max() > 1e-3
+
+    default = loaded.signatures["serving_default"]
+    assert default.structured_input_signature[1]["images"].shape.as_list() == [None, None, None, 3]
+    outputs = default(images=tf.constant(images, tf.float32))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-4)
+    assert outputs["classes"].dtype == tf.int32
+    np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(-1))
+
+    from_uint8 = loaded.signatures["serving_uint8"](images=tf.constant(images, tf.uint8))
+    np.testing.assert_allclose(from_uint8["probabilities"].numpy(), expected, atol=1e-4)
+
+    serving_bytes = loaded.signatures["serving_bytes"]
+    from_bytes = serving_bytes(image_bytes=tf.stack([tf.io.encode_png(image) for image in images]))
+    np.testing.assert_allclose(from_bytes["probabilities"].numpy(), expected, atol=1e-4)
+    np.testing.assert_array_equal(from_bytes["classes"].numpy(), expected.argmax(-1))
+    larger = block_images(1, size=(48, 64), seed=4)[0]
+    assert serving_bytes(image_bytes=tf.stack([tf.io.encode_png(larger[0])]))["classes"].shape == (1, 48, 64)
+
+    mixed = tf.stack([tf.io.encode_png(images[0]), tf.io.encode_png(larger[0])])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same height and width"):
+        serving_bytes(image_bytes=mixed)
+
+
+def write_images(folder, images):
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    return sorted(folder.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_fixed_size_export_is_verified_at_the_images_own_size(fixed_size, tmp_path):
+    representative = tmp_path / "representative"
+    write_images(representative, block_images(4, size=(40, 56), seed=8)[0])
+    result = export.export_model(fixed_size, tmp_path / "out", tflite="fp32", representative_data=representative)
+    assert result.image_size == SIZE
+    assert result.report["verification_image_sizes"] == ["40x56"]
+    rows = {row["artifact"]: row for row in result.report["rows"]}
+    assert all(row["passed"] for row in rows.values())
+    assert set(rows["saved_model"]["prob_diff_by_signature"]) == {
+        "serving_default", "serving_uint8", "serving_bytes", "saved_model_cli_run"}
+    assert rows["saved_model"]["max_prob_diff"] < 1e-4
+    assert rows["tflite_fp32"]["max_prob_diff"] < 1e-4
+    assert "runs at 32x32" in (result.output_dir / "serving.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_exported_path_segments_like_reseg_predict(fixed_size, tmp_path):
+    spec = importlib.util.spec_from_file_location("parity_bench", PARITY_BENCH)
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+
+    files = write_images(tmp_path / "images", block_images(3, size=(40, 56), seed=9)[0])
+    agreement = parity.agreement_with_predict(fixed_size, files, tmp_path / "work", variants=("fp32",))
+    assert set(agreement) == {"savedmodel_bytes", "savedmodel_default", "tflite_fp32"}
+    assert agreement["savedmodel_bytes"] >= 0.999
+    assert agreement["savedmodel_default"] >= 0.999
+    assert agreement["tflite_fp32"] >= 0.99
 
 
 @pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
@@ -245,7 +325,7 @@ def test_bad_representative_data(tmp_path):
     with pytest.raises(ValueError, match="empty.*has no images"):
         export.find_images(empty)
     (empty / "broken.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
         export.load_images(export.find_images(empty), SIZE)
     camvid = tmp_path / "camvid"
     (camvid / "train").mkdir(parents=True)
@@ -257,7 +337,7 @@ def test_bad_representative_data(tmp_path):
 
 def test_int8_without_images_is_a_clear_error(trained, tmp_path, monkeypatch):
     _, model_path, _ = trained
-    monkeypatch.setattr(export, "_sample_data_dir", lambda: None)
+    monkeypatch.setattr(export.images, "sample_data_dir", lambda: None)
     with pytest.raises(ValueError, match="int8 TFLite needs real images"):
         export.export_model(model_path, tmp_path / "out", image_size=SIZE, tflite="int8")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out" / "saved_model").glob("[0-9]*"))

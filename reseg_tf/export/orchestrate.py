@@ -1,0 +1,193 @@
+"""`export_model`: write the SavedModel and the TFLite files, verify them, then publish them."""
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+from reseg_tf.export.errors import ExportVerificationError
+from reseg_tf.export.images import (load_images, read_images, representative_files, spread_files,
+                                    synthetic_images)
+from reseg_tf.export.saved_model import check_version, publish, write_serving_saved_model
+from reseg_tf.export.serving_doc import write_serving_doc
+from reseg_tf.export.tflite import TFLITE_VARIANTS, convert_variants, parse_variants
+from reseg_tf.export.verify import (format_report_table, reference_probabilities, verify_saved_model,
+                                    verify_tflite)
+from reseg_tf.inference import model_input_size
+from reseg_tf.model_io import load_reseg_model
+from reseg_tf.run_files import atomic_write_json
+
+DEFAULT_EXPORT_ROOT = "saved_models"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What `export_model` wrote and measured.
+
+    Attributes:
+        output_dir: the export folder.
+        version: the SavedModel version number written.
+        saved_model_dir: `output_dir/saved_model/<version>`.
+        tflite_paths: `{variant: path}` of the `.tflite` files.
+        image_size: `(H, W)` of the TFLite models.
+        report: the verification report (also in `export_report.json`), or `None` without
+            verification.
+    """
+
+    output_dir: Path
+    version: int
+    saved_model_dir: Path
+    tflite_paths: dict
+    image_size: tuple
+    report: dict = None
+
+
+def resolve_image_size(model, image_size=None):
+    """Returns the static `(H, W)` of the TFLite models.
+
+    A fixed-size model only allows its own size. A model that accepts any size needs an
+    `image_size`, or is exported at its preset's training size when its config is a preset's.
+    """
+    from reseg_tf.models import PRESETS, ReSegConfig, config_from_model
+
+    config = config_from_model(model)
+    fixed = model.input_shape[1:3]
+    if image_size is not None:
+        try:
+            height, width = (int(v) for v in image_size)
+        except (TypeError, ValueError):
+            raise ValueError(f"image size must be two ints (H, W), got {image_size!r}.") from None
+        stride_h, stride_w = config.input_stride
+        if height < stride_h or width < stride_w:
+            raise ValueError(
+                f"image size {height}x{width} is not allowed by model {model.name!r}: it must be at "
+                f"least {stride_h}x{stride_w} (the model's total stride)."
+            )
+        for given, allowed, axis in ((height, fixed[0], "height"), (width, fixed[1], "width")):
+            if allowed is not None and given != allowed:
+                raise ValueError(
+                    f"image size {height}x{width} is not allowed by model {model.name!r}, whose "
+                    f"input {axis} is fixed at {allowed}; omit --image-size or rebuild the model "
+                    "with input_shape=(None, None, 3)."
+                )
+        return height, width
+    if None not in fixed:
+        return tuple(fixed)
+    for preset in PRESETS.values():
+        if ReSegConfig(**preset["config"]) == config:
+            return tuple(preset["image_size"])
+    raise ValueError(
+        f"model {model.name!r} accepts any image size; pass image_size=(H, W) (--image-size H W) "
+        "for the static TFLite models."
+    )
+
+
+def default_output_dir(model):
+    return Path(DEFAULT_EXPORT_ROOT) / model.name
+
+
+def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLITE_VARIANTS,
+                 representative_data=None, version=None, verify=True, fail_on_mismatch=True,
+                 num_calibration_images=32, num_verification_images=4):
+    """Exports a ReSeg model as a TF Serving SavedModel and TFLite files, and verifies them.
+
+    Args:
+        model_or_path: a ReSeg Keras model or the path of its `.keras` file.
+        output_dir: export folder; default `saved_models/<model name>/`.
+        image_size: `(H, W)` of the static TFLite models; must be the model's own size for a
+            fixed-size model. Default: the model's size, or its preset's training size. The
+            SavedModel takes images of any size.
+        tflite: variants to convert (subset of `TFLITE_VARIANTS`, or a comma-separated string);
+            empty for none.
+        representative_data: folder of real images (or a CamVid-layout folder) used to
+            calibrate `int8` and to verify; default: the embedded sample images, with a warning.
+        version: SavedModel version; default the next free integer. Never overwrites.
+        verify: reload every artifact and check that it answers like `reseg predict` on the
+            verification images at their own size (see `reseg_tf.export.verify`).
+        fail_on_mismatch: raise `ExportVerificationError` (publishing nothing) when an artifact
+            misses the bounds; `False` only reports it.
+        num_calibration_images: images used to calibrate `int8`.
+        num_verification_images: images compared with `reseg predict`.
+
+    Returns:
+        An `ExportResult`.
+    """
+    import keras
+
+    from reseg_tf.models import config_from_model
+
+    model = load_reseg_model(model_or_path)
+    config = config_from_model(model)
+    variants = parse_variants(tflite)
+    size = resolve_image_size(model, image_size)
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output {str(output_dir)!r} exists and is not a folder.")
+    files = (representative_files(representative_data, need_real_images="int8" in variants)
+             if verify or "int8" in variants else None)
+    calibration = load_images(spread_files(files, num_calibration_images), size) if "int8" in variants else None
+    if verify:
+        verification = (read_images(spread_files(files[::-1], num_verification_images)) if files
+                        else list(synthetic_images(num_verification_images, size)))
+
+    saved_model_root = output_dir / "saved_model"
+    tflite_root = output_dir / "tflite"
+    saved_model_root.mkdir(parents=True, exist_ok=True)
+    version = check_version(saved_model_root, version)
+    if (tflite_root / str(version)).exists():
+        raise FileExistsError(f"TFLite folder {str(tflite_root / str(version))!r} already exists; "
+                              "refusing to overwrite it.")
+    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=saved_model_root))
+    try:
+        served = scratch / "saved_model"
+        print(f"writing SavedModel version {version} ...")
+        write_serving_saved_model(model, served)
+        tflite_dir = scratch / "tflite"
+        tflite_dir.mkdir()
+        tflite_paths = convert_variants(model, variants, size, calibration, scratch, tflite_dir)
+
+        report = None
+        if verify:
+            sizes = sorted({f"{image.shape[0]}x{image.shape[1]}" for image in verification})
+            print(f"verifying on {len(verification)} {'real' if files else 'synthetic'} images "
+                  f"({', '.join(sizes)}) against reseg predict ...")
+            reference = reference_probabilities(model, verification)
+            rows = [verify_saved_model(served, model, verification, reference)]
+            if tflite_paths and model_input_size(model) != size:  # any-size model: predict --image-size
+                reference = reference_probabilities(model, verification, size)
+            rows += [verify_tflite(path, variant, verification, reference, size)
+                     for variant, path in tflite_paths.items()]
+            for row in rows:  # report the published locations, not the scratch ones
+                row["path"] = row["path"].replace(str(served), str(saved_model_root / str(version))).replace(
+                    str(tflite_dir), str(tflite_root / str(version)))
+            report = {
+                "model": model.name, "version": version, "image_size": list(size),
+                "num_classes": config.num_classes, "class_names": list(config.class_names),
+                "verification_images": "real" if files else "synthetic",
+                "num_verification_images": len(verification),
+                "verification_image_sizes": sizes,
+                "keras_version": keras.__version__, "rows": rows,
+            }
+            print(format_report_table(rows))
+            failed = [f"{row['artifact']} ({'; '.join(row['problems'])})" for row in rows if not row["passed"]]
+            if failed and fail_on_mismatch:
+                raise ExportVerificationError(
+                    f"export verification failed for {', '.join(failed)}; nothing was published "
+                    "(pass verify=False / --no-verify to export anyway).")
+
+        publish(served, saved_model_root / str(version))
+        tflite_root.mkdir(exist_ok=True)
+        publish(tflite_dir, tflite_root / str(version))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    final_tflite = {variant: tflite_root / str(version) / path.name for variant, path in tflite_paths.items()}
+    write_serving_doc(output_dir / "serving.md", model.name, saved_model_root, config, size,
+                      fixed_size=model_input_size(model), version=version)
+    if report is None:
+        report = {"model": model.name, "version": version, "image_size": list(size), "rows": [
+            {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}
+    atomic_write_json(output_dir / "export_report.json", report)
+    print(f"exported {model.name!r} version {version} to {output_dir}")
+    return ExportResult(output_dir=output_dir, version=version,
+                        saved_model_dir=saved_model_root / str(version),
+                        tflite_paths=final_tflite, image_size=size, report=report)

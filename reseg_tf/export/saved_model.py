@@ -1,0 +1,201 @@
+"""The TF Serving SavedModel: signatures through the image-to-model contract, versions, publishing.
+
+Every signature computes `reseg_tf.inference.image_probabilities` in-graph: images of any size
+are resized to the model's working size exactly as training resizes them, run through the
+model, and the probabilities resized back, so the answers have the size of the images sent
+and match `reseg predict`. A model that accepts any size runs at each image's own size.
+
+Every SavedModel is traced from a twin (same weights) whose Keras RNNs have `use_cudnn=False`:
+Keras bakes the GPU-only `CudnnRNNV3` op into the graph whenever a GPU is visible, even under
+`tf.device("/CPU:0")`, and such a SavedModel fails on CPU serving and in the TFLite converter.
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from reseg_tf.model_io import load_reseg_model
+
+SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
+OUTPUT_KEYS = ("probabilities", "classes")
+
+
+def export_twin(model, input_shape=None, unroll_rnns=False):
+    """A copy of `model` with the same weights, to trace into a portable SavedModel.
+
+    Keras picks the cuDNN GRU kernel (`CudnnRNNV3`, GPU only) whenever a GPU is visible,
+    whatever `tf.device` says, so the twin's RNNs get `use_cudnn=False`: the graph then runs on
+    CPU serving and in the TFLite converter.
+
+    Args:
+        model: a ReSeg model.
+        input_shape: `(H, W, 3)` of the twin; default the model's own.
+        unroll_rnns: run every ReNet layer on its stock Keras RNN layers
+            (`implementation="keras"`, not a CPU fast path's while-loop) and unroll every Keras
+            RNN (needs a static input shape): the int8 quantizer crashes on while-loops but
+            handles the unrolled steps.
+
+    Returns:
+        The twin and the number of RNN layers unrolled.
+    """
+    import keras
+
+    from reseg_tf.layers import ReNetLayer
+    from reseg_tf.models import with_input_size
+
+    input_shape = tuple(input_shape or model.input_shape[1:])
+    twin = with_input_size(model, input_shape[:2])
+    unrolled = 0
+    # Keras has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
+    for layer in twin._flatten_layers(include_self=False, recursive=True):
+        if unroll_rnns and isinstance(layer, ReNetLayer) and hasattr(layer, "implementation"):
+            layer.implementation = "keras"
+        if isinstance(layer, keras.layers.RNN):
+            if hasattr(layer, "use_cudnn"):
+                layer.use_cudnn = False
+            if unroll_rnns:
+                layer.unroll = True
+                unrolled += 1
+    return twin, unrolled
+
+
+def serving_functions(model):
+    """`{signature: (tf.function body, input_signature)}` of the three signatures of `model`.
+
+    The working size is `model`'s fixed input size (None: any size); every signature takes
+    images of any size and answers at their size.
+    """
+    import tensorflow as tf
+
+    from reseg_tf.inference import decode_image, image_probabilities, model_input_size
+
+    working_size = model_input_size(model)
+
+    def outputs(images):
+        probabilities = image_probabilities(model, images, working_size)
+        classes = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"probabilities": probabilities, "classes": classes}
+
+    def decode_batch(image_bytes):
+        # One batch tensor needs one size; resizing here would answer at a size the client
+        # did not send.
+        first_shape = tf.shape(decode_image(image_bytes[0]))
+
+        def decode_same_size(data):
+            image = decode_image(data)
+            check = tf.debugging.assert_equal(
+                tf.shape(image), first_shape,
+                message="serving_bytes: all images of one request must have the same height and "
+                "width (the answers have the images' own size); send differently sized images in "
+                "separate requests",
+            )
+            with tf.control_dependencies([check]):
+                return tf.identity(image)
+
+        return tf.map_fn(decode_same_size, image_bytes,
+                         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+    image_shape = [None, None, None, 3]
+    return {
+        "serving_default": (outputs, [tf.TensorSpec(image_shape, tf.float32, name="images")]),
+        "serving_uint8": (outputs, [tf.TensorSpec(image_shape, tf.uint8, name="images")]),
+        "serving_bytes": (lambda image_bytes: outputs(decode_batch(image_bytes)),
+                          [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+    }
+
+
+def write_archive(model, path, endpoints):
+    """Writes `{name: (fn, input_signature)}` endpoints of `model` as a SavedModel at `path`."""
+    import keras
+    import tensorflow as tf
+
+    # Variables and traced ops live on the CPU, so the SavedModel carries no GPU placement; the
+    # GPU-only cuDNN GRU kernel is avoided by `export_twin` (Keras ignores the device scope).
+    with tf.device("/CPU:0"):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for name, (function, signature) in endpoints.items():
+            archive.add_endpoint(name, function, input_signature=signature)
+        archive.write_out(str(path), verbose=False)
+
+
+def write_serving_saved_model(model, path):
+    """Writes the three serving signatures of `model`'s CPU twin as a SavedModel at `path`."""
+    twin, _ = export_twin(model)
+    write_archive(twin, path, serving_functions(twin))
+
+
+def write_static_saved_model(model, path, image_size, unroll_rnns=True):
+    """Writes a SavedModel whose `serving_default` takes float32 `(1, H, W, 3)`: the TFLite source.
+
+    With `unroll_rnns` (see `export_twin`) every variant converts, int8 included. Returns the
+    number of RNN layers unrolled.
+    """
+    import tensorflow as tf
+
+    twin, unrolled = export_twin(model, (*image_size, 3), unroll_rnns)
+    signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
+    write_archive(twin, path, {"serving_default": (lambda images: twin(images, training=False), signature)})
+    return unrolled
+
+
+def saved_model_op_types(saved_model_dir):
+    """All op types in a SavedModel's graph, including those inside its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta_graph in proto.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def next_version(saved_model_root):
+    """1 for a new TF Serving base path, else one more than the highest numeric version there."""
+    root = Path(saved_model_root)
+    versions = [int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def check_version(root, version):
+    """`version`, or the next free one if None; refuses a version folder that already exists."""
+    if version is None:
+        return next_version(root)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int, got {version!r}.")
+    if (root / str(version)).exists():
+        raise FileExistsError(
+            f"SavedModel version folder {str(root / str(version))!r} already exists; exports never "
+            f"overwrite a version (the next free one is {next_version(root)})."
+        )
+    return version
+
+
+def publish(temporary_dir, final_dir):
+    """Renames a finished temp dir into place; never replaces an existing one."""
+    if final_dir.exists():
+        raise FileExistsError(f"{str(final_dir)!r} already exists; refusing to overwrite it.")
+    os.rename(temporary_dir, final_dir)
+
+
+def export_saved_model(model_or_path, saved_model_root, version=None):
+    """Writes the TF Serving SavedModel at `saved_model_root/<version>` and returns that path.
+
+    `version` defaults to the next free integer. The SavedModel is written to a hidden temp
+    folder beside it (TF Serving ignores non-numeric names) and renamed into place, so a failed
+    export never leaves a half-written version.
+    """
+    model = load_reseg_model(model_or_path)
+    root = Path(saved_model_root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = check_version(root, version)
+    temporary = Path(tempfile.mkdtemp(prefix=".tmp-saved-model-", dir=root))
+    try:
+        write_serving_saved_model(model, temporary / "model")
+        publish(temporary / "model", root / str(version))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return root / str(version)

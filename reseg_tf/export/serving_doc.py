@@ -1,0 +1,83 @@
+"""`serving.md`: the TF Serving docker command and REST requests matching the signatures."""
+from pathlib import Path
+
+from reseg_tf.run_files import atomic_write_text
+
+
+def write_serving_doc(path, model_name, saved_model_root, config, image_size, fixed_size, version):
+    """Writes `serving.md` for the latest export.
+
+    Args:
+        path: the file to write.
+        model_name: the TF Serving model name.
+        saved_model_root: the TF Serving model base path (holds the version folders).
+        config: the model's `ReSegConfig`.
+        image_size: `(h, w)` of the static TFLite models.
+        fixed_size: the model's fixed input size, or None if it accepts any size.
+        version: the SavedModel version just written.
+    """
+    root = Path(saved_model_root).resolve()
+    height, width = image_size
+    size_note = (f"The model runs at {fixed_size[0]}x{fixed_size[1]}: every signature resizes the images "
+                 "it gets to that size as training did (antialiased bilinear) and resizes the "
+                 "probabilities back, so the answers have the size of the images sent, as "
+                 "`reseg predict` gives them."
+                 if fixed_size else
+                 "The model accepts any image size and answers at the size of the images sent.")
+    classes = ", ".join(f"{i}={name}" for i, name in enumerate(config.class_names))
+    text = f"""# Serving `{model_name}` with TF Serving
+
+Latest export: version {version} in `{root}` (TF Serving loads the highest version).
+
+```sh
+docker run --rm -p 8501:8501 -p 8500:8500 \\
+  --mount type=bind,source={root},target=/models/{model_name} \\
+  -e MODEL_NAME={model_name} -t tensorflow/serving
+```
+
+## Signatures
+
+| signature | input | outputs |
+|---|---|---|
+| `serving_default` | `images` float32 `(B, H, W, 3)`, raw RGB 0..255, any `H`, `W` | `probabilities` float32 `(B, H, W, {config.num_classes})`, `classes` int32 `(B, H, W)` |
+| `serving_uint8` | `images` uint8 `(B, H, W, 3)` | same |
+| `serving_bytes` | `image_bytes` string `(B,)`: JPEG/PNG files (base64 in REST) | same |
+
+{size_note} All images of one request must share a size (a `serving_bytes` request mixing sizes
+is refused with an error saying so); send differently sized images in separate requests.
+Classes: {classes}.
+
+## REST: pixels (`serving_default`)
+
+```sh
+python - <<'EOF' > request.json
+import json, numpy as np
+from PIL import Image
+image = np.asarray(Image.open("image.png").convert("RGB"), dtype=np.float32)
+print(json.dumps({{"signature_name": "serving_default", "instances": [image.tolist()]}}))
+EOF
+curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
+```
+
+## REST: encoded images (`serving_bytes`)
+
+```sh
+echo '{{"signature_name": "serving_bytes", "instances": [{{"image_bytes": {{"b64": "'"$(base64 -w0 image.png)"'"}}}}]}}' > request.json
+curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
+```
+
+The answer is `{{"predictions": [{{"probabilities": [...], "classes": [...]}}]}}`, one entry per
+instance. Probabilities make large JSON answers; for big images prefer gRPC on port 8500
+(`PredictRequest.output_filter` can ask for `classes` only).
+
+## TFLite
+
+`tflite/<version>/{model_name}_<variant>.tflite` take one `(1, {height}, {width}, 3)` image:
+float32 raw pixels for `fp32`, `fp16`, `dynamic`; uint8 pixels for `int8`, quantized with the
+input tensor's scale / zero point (about 1.0 / 0, so the raw pixels). All return float32
+probabilities `(1, {height}, {width}, {config.num_classes})`. To answer like `reseg predict`,
+resize an image to {height}x{width} as training does (bilinear with antialiasing, rounded to whole
+pixel values: `reseg_tf.inference.to_working_size`), and resize the probabilities back to the
+image's size (bilinear) before taking the argmax.
+"""
+    atomic_write_text(path, text)

@@ -1,0 +1,198 @@
+"""TFLite: static builtin-ops-only models converted from an unrolled twin, and running them.
+
+A `.tflite` model takes one `(1, h, w, 3)` image at the working size and returns float32
+probabilities at that size (with a variable batch the GRU loop needs Flex ops, which the
+standard interpreter cannot run). `tflite_image_probabilities` runs one through the image-to-
+model contract: an image of any size is resized to the working size as training resizes it,
+and the probabilities are resized back to the image's size.
+
+Variants: `fp32`, `fp16` (float16 weights), `dynamic` (dynamic-range int8 weights) take float32
+raw pixels; `int8` (full integer, calibrated on real images) takes uint8 pixels quantized with
+the input tensor's scale / zero point (about 1.0 / 0, i.e. the raw pixels) and returns float32
+probabilities. The converter crashes (SIGSEGV) quantizing a GRU while-loop, which is why the
+source SavedModel's RNNs are unrolled; `int8` is also converted in a subprocess so that a
+crash becomes an error message.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from reseg_tf.export.errors import ExportVerificationError, TFLiteConversionError, clean_stderr
+from reseg_tf.export.saved_model import write_static_saved_model
+
+TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+
+
+def parse_variants(tflite):
+    """A tuple of variants from a list or a comma-separated string; ValueError for unknown ones."""
+    if tflite is None:
+        return ()
+    if isinstance(tflite, str):
+        tflite = [v for v in tflite.split(",") if v.strip()]
+    variants = tuple(dict.fromkeys(v.strip().lower() for v in tflite))
+    unknown = [v for v in variants if v not in TFLITE_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown TFLite variant(s) {unknown}; choose from {', '.join(TFLITE_VARIANTS)}.")
+    return variants
+
+
+def _converter_for(saved_model_dir, variant, representative_images):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        images = np.asarray(representative_images, dtype=np.float32)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    return converter
+
+
+def _convert_worker_main():
+    """Subprocess entry: argv = saved_model_dir variant output_path [images.npy]."""
+    saved_model_dir, variant, output_path = sys.argv[1:4]
+    images = np.load(sys.argv[4]) if len(sys.argv) > 4 else None
+    Path(output_path).write_bytes(_converter_for(saved_model_dir, variant, images).convert())
+
+
+def convert_tflite(saved_model_dir, variant, output_path, representative_images=None,
+                   isolate=None, timeout=None):
+    """Converts a static-signature SavedModel to a builtin-ops-only `.tflite` file.
+
+    Args:
+        saved_model_dir: a SavedModel whose `serving_default` has a static input shape.
+        variant: one of `TFLITE_VARIANTS`.
+        output_path: the `.tflite` file to write.
+        representative_images: uint8/float `(N, H, W, 3)` calibration images at the model's
+            input size, for `int8`.
+        isolate: convert in a subprocess, so a converter crash becomes a `TFLiteConversionError`
+            (default: for `int8`, where the converter is known to crash on RNN while-loops).
+        timeout: seconds before an isolated conversion is abandoned.
+
+    Returns:
+        The size of the written file in bytes.
+    """
+    if variant not in TFLITE_VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}.")
+    if variant == "int8" and (representative_images is None or len(representative_images) == 0):
+        raise ValueError("int8 TFLite conversion needs representative images.")
+    output_path = Path(output_path)
+    isolate = variant == "int8" if isolate is None else isolate
+    if not isolate:
+        try:
+            content = _converter_for(saved_model_dir, variant, representative_images).convert()
+        except Exception as error:
+            raise TFLiteConversionError(f"TFLite {variant} conversion failed: {error}") from error
+        output_path.write_bytes(content)
+        return len(content)
+    with tempfile.TemporaryDirectory(prefix=".tmp-convert-", dir=output_path.parent) as scratch:
+        command = [sys.executable, "-c", "from reseg_tf.export.tflite import _convert_worker_main as m; m()",
+                   str(saved_model_dir), variant, str(output_path)]
+        if representative_images is not None:
+            np.save(Path(scratch) / "images.npy", np.asarray(representative_images))
+            command.append(str(Path(scratch) / "images.npy"))
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [package_parent, os.environ.get("PYTHONPATH")])), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TFLiteConversionError(
+                f"TFLite {variant} conversion did not finish in {timeout} s.") from None
+    if done.returncode != 0:
+        crash = (f"crashed with signal {-done.returncode}" if done.returncode < 0
+                 else f"failed (exit {done.returncode})")
+        detail = clean_stderr(done.stderr, last_lines=3)
+        raise TFLiteConversionError(
+            f"the TFLite converter {crash} converting {str(saved_model_dir)!r} to {variant}"
+            + (f": {detail}" if detail else "")
+        )
+    return output_path.stat().st_size
+
+
+def convert_variants(model, variants, image_size, calibration, scratch, tflite_dir):
+    """Converts every variant from one static `image_size` SavedModel of the unrolled twin
+    (written under `scratch`) into `tflite_dir`; returns `{variant: path}`."""
+    paths = {}
+    if not variants:
+        return paths
+    static = Path(scratch) / "static_unrolled"
+    unrolled = write_static_saved_model(model, static, image_size)
+    print(f"TFLite source: static {image_size[0]}x{image_size[1]} SavedModel, {unrolled} RNNs unrolled")
+    for variant in variants:
+        path = Path(tflite_dir) / f"{model.name}_{variant}.tflite"
+        calibration_note = f" on {len(calibration)} calibration images" if variant == "int8" else ""
+        print(f"converting TFLite {variant}{calibration_note} ...")
+        convert_tflite(static, variant, path, representative_images=calibration if variant == "int8" else None)
+        paths[variant] = path
+    return paths
+
+
+def load_tflite(path, num_threads=None):
+    """An allocated `ai_edge_litert` interpreter; a clear error if the model needs Flex ops."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        needs_flex = any(word in str(error).lower() for word in ("flex", "select"))
+        hint = " (it needs Flex / SELECT_TF_OPS ops)" if needs_flex else ""
+        raise ExportVerificationError(f"ai_edge_litert cannot load {str(path)!r}{hint}: {error}") from error
+    # A Flex op would already fail allocate_tensors without the Flex delegate; this names them
+    # even where a delegate is linked in.
+    ops = interpreter._get_ops_details()
+    flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")})
+    if flex:
+        raise ExportVerificationError(
+            f"TFLite model {str(path)!r} needs Flex ops {flex}; only builtin ops are allowed.")
+    return interpreter
+
+
+def tflite_predict_fn(interpreter):
+    """A function mapping one `(h, w, 3)` image at the model's input size (values 0..255) to
+    float32 `(1, h, w, C)` probabilities."""
+    input_details = interpreter.get_input_details()[0]
+    output_details = interpreter.get_output_details()[0]
+
+    def predict(image):
+        x = np.asarray(image)[np.newaxis].astype(np.float32)
+        if input_details["dtype"] != np.float32:
+            scale, zero_point = input_details["quantization"]
+            info = np.iinfo(input_details["dtype"])
+            x = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(input_details["dtype"])
+        interpreter.set_tensor(input_details["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(output_details["index"])
+        if output_details["dtype"] != np.float32:
+            scale, zero_point = output_details["quantization"]
+            y = (y.astype(np.float32) - zero_point) * scale
+        return y
+
+    return predict
+
+
+def tflite_image_probabilities(interpreter):
+    """A function mapping one RGB `(H, W, 3)` image of any size to float32 `(1, H, W, C)`
+    probabilities through the contract (resize to the input size, run, resize back)."""
+    from reseg_tf.inference import to_image_size, to_working_size
+
+    predict = tflite_predict_fn(interpreter)
+    working_size = tuple(int(v) for v in interpreter.get_input_details()[0]["shape"][1:3])
+
+    def probabilities(image):
+        working = to_working_size(image, working_size).numpy()
+        return to_image_size(predict(working), np.shape(image)[:2]).numpy()
+
+    return probabilities

@@ -1,0 +1,214 @@
+"""Verification: every exported artifact must answer like `reseg predict`.
+
+The reference is `reseg_tf.inference.Predictor`'s probabilities for each image at its own size
+(what `reseg predict` computes). The SavedModel is reloaded with `tf.saved_model.load` and
+`saved_model_cli` and each signature gets the same images; a TFLite model goes through the
+same contract (`tflite.tflite_image_probabilities`). For a model that accepts any size, the
+TFLite reference is `reseg predict --image-size` at the TFLite models' static size.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reseg_tf.export.errors import ExportVerificationError, clean_stderr
+from reseg_tf.export.saved_model import OUTPUT_KEYS, SIGNATURES, saved_model_op_types
+from reseg_tf.export.tflite import load_tflite, tflite_image_probabilities
+
+# Verification bounds from the export spec.
+FP32_MAX_PROB_DIFF = 1e-4
+MIN_AGREEMENT = {"fp16": 0.995, "dynamic": 0.97, "int8": 0.97}
+
+
+def reference_probabilities(model, images, image_size=None):
+    """float32 `(1, H, W, C)` per image, at its own size: what `reseg predict` computes.
+
+    `image_size`: the size to run the model at, as `reseg predict --image-size` (default its
+    fixed input size; a model that accepts any size runs at each image's size).
+    """
+    from reseg_tf.inference import Predictor
+
+    predictor = Predictor(model, image_size)
+    return [predictor.probabilities(np.asarray(image)[np.newaxis]).numpy() for image in images]
+
+
+def _timed(function, inputs):
+    """Runs `function` on each input (after one warm-up call); returns outputs and s/input."""
+    function(inputs[0])
+    start = time.perf_counter()
+    outputs = [function(x) for x in inputs]
+    return outputs, (time.perf_counter() - start) / len(inputs)
+
+
+def _agreement(probabilities, reference):
+    """Fraction of all pixels whose argmax class matches the reference's."""
+    same = sum(int(np.sum(np.argmax(p, -1) == np.argmax(r, -1))) for p, r in zip(probabilities, reference))
+    return same / sum(int(np.prod(r.shape[:-1])) for r in reference)
+
+
+def _max_diff(name, probabilities, reference, problems):
+    """Worst |probability difference| over the images; None (and a problem) for a wrong shape."""
+    for answer, expected in zip(probabilities, reference):
+        if answer.shape != expected.shape:
+            problems.append(f"{name} answered {tuple(answer.shape)} where predict gives {tuple(expected.shape)}")
+            return None
+    return max(float(np.abs(p - r).max()) for p, r in zip(probabilities, reference))
+
+
+def _per_image_from_batches(signature, images, to_input):
+    """Per-image `(1, H, W, C)` probabilities of a signature called once per group of same-size
+    images (one request holds one size)."""
+    groups = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.shape[:2], []).append(index)
+    probabilities = [None] * len(images)
+    for indices in groups.values():
+        batch = signature(**to_input([images[i] for i in indices]))["probabilities"].numpy()
+        for position, index in enumerate(indices):
+            probabilities[index] = batch[position:position + 1]
+    return probabilities
+
+
+def _saved_model_cli(*args, timeout=300):
+    executable = Path(sys.executable).with_name("saved_model_cli")
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m",
+                                                             "tensorflow.python.tools.saved_model_cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command + list(args), capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise ExportVerificationError(
+            f"saved_model_cli {args[0]} failed (exit {done.returncode}): {clean_stderr(done.stderr)}"
+        )
+    return done.stdout
+
+
+def verify_saved_model(saved_model_dir, model, images, reference=None):
+    """Checks a served SavedModel against `reseg predict` with `tf.saved_model.load` and
+    `saved_model_cli`.
+
+    Args:
+        saved_model_dir: the SavedModel version folder.
+        model: the Keras model it was exported from.
+        images: uint8 RGB `(H, W, 3)` arrays, each at its own size.
+        reference: `reference_probabilities(model, images)`, computed if not given.
+
+    Returns:
+        A report row (dict) with the worst probability difference over all signatures, the
+        argmax agreement and latency per image of `serving_default`, and the graph's op check.
+    """
+    import tensorflow as tf
+
+    saved_model_dir = Path(saved_model_dir)
+    reference = reference_probabilities(model, images) if reference is None else reference
+    problems = []
+    cudnn_ops = sorted(op for op in saved_model_op_types(saved_model_dir) if "Cudnn" in op)
+    if cudnn_ops:
+        problems.append(f"graph contains GPU-only ops {cudnn_ops}")
+
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    missing = [name for name in SIGNATURES if name not in loaded.signatures]
+    if missing:
+        raise ExportVerificationError(f"SavedModel {str(saved_model_dir)!r} lacks signatures {missing}.")
+    default = loaded.signatures["serving_default"]
+    outputs, latency = _timed(lambda x: default(images=tf.constant(x[np.newaxis], tf.float32)), images)
+    probabilities = [o["probabilities"].numpy() for o in outputs]
+    if not all(np.array_equal(o["classes"].numpy(), np.argmax(p, -1)) for o, p in zip(outputs, probabilities)):
+        problems.append("serving_default `classes` is not the argmax of `probabilities`")
+    diffs = {"serving_default": _max_diff("serving_default", probabilities, reference, problems)}
+    from_uint8 = _per_image_from_batches(
+        loaded.signatures["serving_uint8"], images, lambda batch: {"images": tf.constant(np.stack(batch), tf.uint8)})
+    diffs["serving_uint8"] = _max_diff("serving_uint8", from_uint8, reference, problems)
+    from_bytes = _per_image_from_batches(
+        loaded.signatures["serving_bytes"], images,
+        lambda batch: {"image_bytes": tf.stack([tf.io.encode_png(image) for image in batch])})
+    diffs["serving_bytes"] = _max_diff("serving_bytes", from_bytes, reference, problems)
+
+    shown = _saved_model_cli("show", "--dir", str(saved_model_dir), "--all")
+    for name in (*SIGNATURES, *OUTPUT_KEYS):
+        if name not in shown:
+            problems.append(f"`saved_model_cli show --all` does not list {name!r}")
+    with tempfile.TemporaryDirectory(prefix="reseg-verify-") as scratch:
+        np.save(Path(scratch) / "images.npy", images[0][np.newaxis].astype(np.float32))
+        _saved_model_cli("run", "--dir", str(saved_model_dir), "--tag_set", "serve",
+                         "--signature_def", "serving_default",
+                         "--inputs", f"images={Path(scratch) / 'images.npy'}",
+                         "--outdir", str(Path(scratch) / "out"))
+        cli_probabilities = np.load(Path(scratch) / "out" / "probabilities.npy")
+    diffs["saved_model_cli_run"] = _max_diff("saved_model_cli run", [cli_probabilities], reference[:1], problems)
+
+    max_diff = max((diff for diff in diffs.values() if diff is not None), default=None)
+    if max_diff is not None and max_diff >= FP32_MAX_PROB_DIFF:
+        problems.append(f"max |prob diff| {max_diff:.2e} >= {FP32_MAX_PROB_DIFF:g} ({diffs})")
+    return {
+        "artifact": "saved_model",
+        "path": str(saved_model_dir),
+        "size_bytes": sum(p.stat().st_size for p in saved_model_dir.rglob("*") if p.is_file()),
+        "latency_ms": latency * 1000,
+        "max_prob_diff": max_diff,
+        "prob_diff_by_signature": diffs,
+        "agreement": _agreement(probabilities, reference) if diffs["serving_default"] is not None else None,
+        "passed": not problems,
+        "problems": problems,
+    }
+
+
+def verify_tflite(path, variant, images, reference, image_size, num_threads=None):
+    """Runs a `.tflite` with `ai_edge_litert` through the contract and compares it with `reference`.
+
+    Args:
+        path: the `.tflite` file.
+        variant: its variant (one of `tflite.TFLITE_VARIANTS`), which sets the bounds.
+        images: uint8 RGB `(H, W, 3)` arrays, each at its own size.
+        reference: `reference_probabilities(model, images, image_size)`.
+        image_size: the `(h, w)` the model must take.
+        num_threads: interpreter threads for the latency (default: all CPUs, as Keras).
+
+    Returns:
+        A report row (dict); latency is per image, resizes included.
+    """
+    num_threads = num_threads or os.cpu_count()
+    interpreter = load_tflite(path, num_threads=num_threads)
+    input_shape = tuple(int(v) for v in interpreter.get_input_details()[0]["shape"])
+    expected_shape = (1, *image_size, 3)
+    problems = []
+    if input_shape != expected_shape:
+        problems.append(f"input shape {input_shape} != {expected_shape}")
+        probabilities, latency = None, float("nan")
+    else:
+        probabilities, latency = _timed(tflite_image_probabilities(interpreter), images)
+    row = {
+        "artifact": f"tflite_{variant}",
+        "path": str(path),
+        "size_bytes": Path(path).stat().st_size,
+        "latency_ms": latency * 1000,
+        "max_prob_diff": None,
+        "agreement": None,
+        "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+        "num_threads": num_threads,
+    }
+    if probabilities is not None:
+        row["max_prob_diff"] = _max_diff(row["artifact"], probabilities, reference, problems)
+    if row["max_prob_diff"] is not None:
+        row["agreement"] = _agreement(probabilities, reference)
+        if variant == "fp32" and row["max_prob_diff"] >= FP32_MAX_PROB_DIFF:
+            problems.append(f"max |prob diff| {row['max_prob_diff']:.2e} >= {FP32_MAX_PROB_DIFF:g}")
+        if variant in MIN_AGREEMENT and row["agreement"] < MIN_AGREEMENT[variant]:
+            problems.append(f"argmax agreement {row['agreement']:.2%} < {MIN_AGREEMENT[variant]:.1%}")
+    row.update(passed=not problems, problems=problems)
+    return row
+
+
+def format_report_table(rows):
+    """A plain-text table of size, latency per image, max prob diff and argmax agreement."""
+    lines = [f"{'artifact':<16} {'size MB':>8} {'ms/image':>9} {'max|dp|':>9} {'agree':>8}  check"]
+    for row in rows:
+        diff = "-" if row.get("max_prob_diff") is None else f"{row['max_prob_diff']:.1e}"
+        agreement = "-" if row.get("agreement") is None else f"{row['agreement']:.2%}"
+        check = "ok" if row["passed"] else "FAIL: " + "; ".join(row["problems"])
+        lines.append(f"{row['artifact']:<16} {row['size_bytes'] / 2**20:>8.2f} {row['latency_ms']:>9.1f} "
+                     f"{diff:>9} {agreement:>8}  {check}")
+    return "\n".join(lines)
