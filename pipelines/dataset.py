@@ -12,6 +12,7 @@ import tensorflow as tf
 from pipelines.augment import AugmentConfig, augment_example, local_contrast_normalization
 from pipelines.class_weights import median_frequency_weights, pairs_fingerprint
 from pipelines.files import BadFileError
+from pipelines.image_ops import resize_image, resize_labels
 from pipelines.sources import get_source
 
 _MAX_LISTED_PROBLEMS = 20
@@ -81,8 +82,8 @@ def make_dataset(source, split, *, data_dir=None, batch_size=5, image_size=None,
         split: split name, e.g. `"train"` (see `source.splits`).
         data_dir: dataset root (with a name; `camvid` defaults to the embedded sample).
         batch_size: examples per batch.
-        image_size: `(height, width)` to resize to (bilinear images, nearest masks) before
-            caching; None keeps the native size (then all examples must share one size unless
+        image_size: `(height, width)` to resize to before caching (`pipelines.image_ops`:
+            antialiased bilinear images, nearest-neighbour masks); None keeps the native size (then all examples must share one size unless
             `batch_size == 1` or `augment.crop_size` is set).
         augment: False, True (`AugmentConfig()` defaults) or an `AugmentConfig`. Applied to
             whatever split is asked for: training code passes it for the training split only.
@@ -124,8 +125,8 @@ def make_dataset(source, split, *, data_dir=None, batch_size=5, image_size=None,
     def decode(image_path, mask_path):
         image, labels = source.load_example(image_path, mask_path)
         if image_size is not None:
-            image = tf.cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8)
-            labels = tf.image.resize(labels[..., None], image_size, method="nearest")[..., 0]
+            image = tf.cast(resize_image(image, image_size), tf.uint8)
+            labels = resize_labels(labels, image_size)
         # uint8 halves the cache of int32 masks; labels are at most 255.
         return image, tf.cast(labels, tf.uint8)
 

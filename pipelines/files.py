@@ -92,22 +92,33 @@ def shown_path(path):
     return os.fsdecode(path) if is_utf8_path(path) else repr(os.fsencode(path))
 
 
-def list_images_by_stem(directory):
-    """Maps file stem -> path for the image files directly inside `directory`.
+def list_image_files(directory):
+    """Sorted paths of the image files (`IMAGE_SUFFIXES`, not hidden) directly inside `directory`.
 
-    Raises ValueError naming the file for an image file name that is not valid UTF-8.
+    Raises FileNotFoundError for a missing directory and ValueError naming the file for an
+    image file name that is not valid UTF-8.
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory not found: {directory}")
-    by_stem = {}
+    files = []
     for entry in sorted(os.listdir(directory)):
-        stem, suffix = os.path.splitext(entry)
-        if suffix.lower() in IMAGE_SUFFIXES and not entry.startswith("."):
+        path = os.path.join(directory, entry)
+        # A folder named like an image is listed too: reading it then fails naming it.
+        if entry.lower().endswith(IMAGE_SUFFIXES) and not entry.startswith("."):
             if not is_utf8_path(entry):
-                raise ValueError(f"{shown_path(os.path.join(directory, entry))}: the file name is not "
-                                 "valid UTF-8; rename the file")
-            if stem in by_stem:
-                raise ValueError(f"{directory}: two image files share the stem {stem!r} "
-                                 f"({os.path.basename(by_stem[stem])} and {entry})")
-            by_stem[stem] = os.path.join(directory, entry)
+                raise ValueError(f"{shown_path(path)}: the file name is not valid UTF-8; rename the file")
+            files.append(path)
+    return files
+
+
+def list_images_by_stem(directory):
+    """Maps file stem -> path for the image files directly inside `directory` (see
+    `list_image_files`); two images with one stem are an error."""
+    by_stem = {}
+    for path in list_image_files(directory):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in by_stem:
+            raise ValueError(f"{directory}: two image files share the stem {stem!r} "
+                             f"({os.path.basename(by_stem[stem])} and {os.path.basename(path)})")
+        by_stem[stem] = path
     return by_stem

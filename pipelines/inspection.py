@@ -5,12 +5,13 @@ import dataclasses
 import os
 
 import cv2
-import keras
 import numpy as np
 import tensorflow as tf
 
 from pipelines.class_weights import median_frequency_from_counts
 from pipelines.files import BadFileError
+from pipelines.palettes import colorize
+from pipelines.progress import progress_bar
 from pipelines.sources import get_source
 
 
@@ -52,8 +53,7 @@ class VerifyReport:
         """Human-readable multi-line summary."""
         lines = [f"dataset {self.dataset} in {self.data_dir}"]
         for split, count in self.pair_counts.items():
-            sizes = ", ".join(f"{size} x{n}" for size, n in sorted(self.image_sizes[split].items()))
-            lines.append(f"  {split}: {count} pairs; sizes (HxW): {sizes or 'none decoded'}")
+            lines.append(f"  {split}: {count} pairs; {summarize_sizes(self.image_sizes[split])}")
         names = list(self.class_names) + ["void"]
         width = max(len(name) for name in names)
         header = "  class".ljust(width + 3) + "".join(f"{split:>10s}" for split in self.class_pixels)
@@ -83,6 +83,20 @@ class VerifyReport:
             "weights_split": self.weights_split, "conversions": dict(self.conversions),
             "problems": list(self.problems), "ok": self.ok,
         }
+
+
+def summarize_sizes(size_counts):
+    """One line about `{"HxW": count}` sizes: the size if all share one, else the number of
+    distinct sizes and the min / median / max height and width."""
+    if not size_counts:
+        return "sizes: none decoded"
+    if len(size_counts) == 1:
+        return f"size (HxW): {next(iter(size_counts))}"
+    sizes = np.array([[int(side) for side in size.split("x")] for size, count in size_counts.items()
+                      for _ in range(count)])
+    low, middle, high = (np.percentile(sizes, q, axis=0, method="nearest").astype(int) for q in (0, 50, 100))
+    return (f"{len(size_counts)} distinct sizes (HxW): min {low[0]}x{low[1]}, median "
+            f"{middle[0]}x{middle[1]}, max {high[0]}x{high[1]} (height and width taken separately)")
 
 
 def _decode_error(path, error):
@@ -132,7 +146,7 @@ def verify_dataset(name, data_dir=None, splits=None, *, progress=True, **source_
         name: dataset name or `DataSource`.
         data_dir: dataset root.
         splits: split names to check (default: every split on disk except the derived `all`).
-        progress: show a `keras.utils.Progbar` per split.
+        progress: show a progress bar per split (redrawn on a terminal, one line otherwise).
         **source_options: passed to `get_source`.
 
     Returns:
@@ -151,7 +165,7 @@ def verify_dataset(name, data_dir=None, splits=None, *, progress=True, **source_
         report.image_sizes[split] = {}
         pixels = np.zeros(source.num_classes + 1, np.int64)
         containing = np.zeros(source.num_classes, np.int64)
-        bar = keras.utils.Progbar(len(pairs), unit_name="pair") if progress else None
+        bar = progress_bar(len(pairs), unit_name="pair") if progress else None
         if bar:
             print(f"checking {source.name} {split} ({len(pairs)} pairs)")
         for index, (image_path, mask_path) in enumerate(pairs):
@@ -167,11 +181,6 @@ def verify_dataset(name, data_dir=None, splits=None, *, progress=True, **source_
     if weight_counts is not None:
         report.class_weights = median_frequency_from_counts(*weight_counts)
     return report
-
-
-def colorize(labels, palette):
-    """uint8 (H, W, 3) colors of int labels (void and anything out of range: the last color)."""
-    return palette[np.clip(labels, 0, len(palette) - 1)]
 
 
 def _overlay_tile(image, labels, palette, alpha, caption, tile_size):

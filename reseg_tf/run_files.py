@@ -53,6 +53,20 @@ def atomic_write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_write_png(path, array):
+    """Writes a uint8 `(H, W)` or `(H, W, C)` array as a PNG file, atomically."""
+    import cv2
+    import numpy as np
+
+    array = np.asarray(array, np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 3:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode a {array.shape} array as PNG")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
 def save_model_atomically(model, path):
     """`model.save(path)` through a temporary `.keras` file and a rename."""
     with atomic_path(path) as temporary:

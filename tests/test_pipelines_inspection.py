@@ -90,3 +90,21 @@ def test_show_dataset_grid(tmp_path, capsys):
     palette_colors = {tuple(c) for c in pipelines.get_source("camvid", root).palette}
     pixels = {tuple(p) for p in tile.reshape(-1, 3)[:: 97]}
     assert len(pixels & palette_colors) / len(pixels) > 0.9  # alpha 1: the mask colors only
+
+
+def test_size_summary_is_one_line_with_min_median_max():
+    from pipelines.inspection import summarize_sizes
+
+    assert summarize_sizes({"24x32": 4}) == "size (HxW): 24x32"
+    summary = summarize_sizes({"10x40": 1, "20x30": 2, "30x20": 1, "100x10": 1})
+    assert summary == ("4 distinct sizes (HxW): min 10x10, median 20x30, max 100x40 "
+                       "(height and width taken separately)")
+    assert summarize_sizes({}) == "sizes: none decoded"
+
+
+def test_progress_is_one_line_when_not_on_a_terminal(tmp_path, capsys):
+    root = layouts.write_camvid(tmp_path)
+    main(["verify-dataset", "--dataset", "camvid", "--data-dir", root, "--split", "train"])
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out and "\r" not in out and "\b" not in out
+    assert out.count("4/4") == 1

@@ -57,11 +57,22 @@ def test_embedded_sample():
 
 
 def test_resize_uses_nearest_for_masks(tmp_path):
-    root = layouts.write_camvid(tmp_path)
-    dataset = pipelines.make_dataset("camvid", "train", data_dir=root, batch_size=4, image_size=(12, 16))
+    root = layouts.write_camvid(tmp_path, splits=(("train", 2),), size=(24, 32))
+    # Stripes of classes 0 and 10 side by side: any interpolation creates values in between
+    # (e.g. 5), which nearest-neighbour resizing never does.
+    stripes = np.where((np.arange(32) // 3) % 2 == 0, 0, 10).astype(np.uint8)
+    mask = np.broadcast_to(stripes, (24, 32))
+    for _, mask_path in pipelines.get_source("camvid", root).pairs("train"):
+        Image.fromarray(np.ascontiguousarray(mask)).save(mask_path)
+    dataset = pipelines.make_dataset("camvid", "train", data_dir=root, batch_size=2, image_size=(12, 20),
+                                     shuffle=False)
     images, masks = _batches(dataset)[0]
-    assert images.shape == (4, 12, 16, 3) and masks.shape == (4, 12, 16)
-    assert set(np.unique(masks)) <= set(range(12))  # no interpolated labels
+    assert images.shape == (2, 12, 20, 3) and masks.shape == (2, 12, 20)
+    assert set(np.unique(masks)) == {0, 10}
+    # Nearest neighbour with half-pixel centres: output pixel i samples input pixel (i + 0.5) * scale.
+    rows = ((np.arange(12) + 0.5) * 24 / 12).astype(int)
+    columns = ((np.arange(20) + 0.5) * 32 / 20).astype(int)
+    np.testing.assert_array_equal(masks[0], mask[np.ix_(rows, columns)])
 
 
 def test_weizmann_horse_rgb_resized_to_mask_and_gray(tmp_path):

@@ -57,6 +57,8 @@ def prepare_output(config):
     defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
                 else field.default_factory() for field in dataclasses.fields(TrainConfig)}
     recorded = {**defaults, **record.get("settings", {})}
+    if recorded.get("data_dir") is not None:  # recorded relative to the working directory
+        recorded["data_dir"] = os.path.abspath(recorded["data_dir"])
     differences = {
         key: (recorded.get(key), value)
         for key, value in config.identity().items()
@@ -86,6 +88,10 @@ def _jsonable(value):
 
 def write_run_record(config, state, **extra):
     """Writes `run.json`: the run's `state` (`running`, `trained`, `finished`) and settings."""
-    record = {"state": state, "settings": _jsonable(config.identity()), "epochs": config.epochs}
+    settings = _jsonable(config.identity())
+    if settings.get("data_dir") is not None:
+        # Relative, so a run directory committed with a repository names no machine's paths.
+        settings["data_dir"] = os.path.relpath(settings["data_dir"])
+    record = {"state": state, "settings": settings, "epochs": config.epochs}
     record.update(extra)
     atomic_write_json(os.path.join(config.output, RUN_FILE), record)

@@ -140,7 +140,8 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
 
 
 def _finish(config, source, paths, verbose):
-    from reseg_tf.evaluation import evaluate_model, load_reseg_model, write_prediction_strips
+    from reseg_tf.evaluation import evaluate_model, load_reseg_model
+    from reseg_tf.visualize import write_prediction_strips
 
     model = load_reseg_model(paths["model.keras"])
     print(f"Evaluating the best model on {config.dataset} 'val' at the labels' resolution...", flush=True)

@@ -1,0 +1,139 @@
+"""The image-to-model contract: how an image becomes class probabilities, everywhere.
+
+Every consumer (`reseg evaluate`, `reseg predict`, `reseg report`, the final evaluation of a
+training run, the SavedModel signatures, TFLite calibration and verification) goes through
+this module, so a served model, a TFLite model and `reseg predict` see the same pixels:
+
+1. `read_image_file`: one reader for image files (header checks, then decoding to uint8 RGB;
+   gray, palette and RGBA images become RGB, 16-bit ones are scaled to 8 bits).
+2. `to_working_size`: images resized to the model's working size with exactly the operation
+   the training pipeline applies (`pipelines.image_ops.resize_image`: antialiased bilinear,
+   rounded to whole pixel values).
+3. `to_image_size`: class probabilities resized (bilinear) back to the image's own size, where
+   the argmax is taken.
+
+A model saved with a fixed input size (as `reseg_tf.train` saves it) has that working size; a
+model with `None` height/width runs at each image's own size and steps 2-3 do nothing.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from reseg_tf.models import with_input_size
+
+
+def model_input_size(model):
+    """`(height, width)` the model was built for, or None if it accepts any size."""
+    height, width = model.input_shape[1:3]
+    return (height, width) if height and width else None
+
+
+def to_working_size(images, size):
+    """float32 images (`(H, W, 3)` or `(B, H, W, 3)`, values 0..255) at `size`, as training
+    resizes them."""
+    from pipelines.image_ops import resize_image
+
+    return resize_image(images, size)
+
+
+def to_image_size(probabilities, size):
+    """Class probabilities `(B, h, w, C)` resized (bilinear) to `size` `(H, W)`."""
+    return tf.image.resize(probabilities, size, method="bilinear")
+
+
+def decode_image(data):
+    """In-graph: uint8 RGB `(H, W, 3)` of an encoded image file's bytes."""
+    from pipelines.image_ops import decode_image as decode
+
+    return decode(data)
+
+
+def image_probabilities(model, images, working_size):
+    """In-graph: float32 `(B, H, W, C)` probabilities at the images' own size `(H, W)`.
+
+    `images`: `(B, H, W, 3)` RGB 0..255 of any numeric dtype; `working_size`: the size the model
+    runs at (None: the images' own size).
+    """
+    inputs = tf.cast(images, tf.float32)
+    if working_size is None:
+        return tf.cast(model(inputs, training=False), tf.float32)
+    probabilities = tf.cast(model(to_working_size(inputs, working_size), training=False), tf.float32)
+    return to_image_size(probabilities, tf.shape(images)[1:3])
+
+
+def read_image_file(path):
+    """uint8 RGB `(H, W, 3)` array of an image file; ValueError naming the file if unusable."""
+    from pipelines.files import BadFileError, inspect_image_file
+
+    try:
+        inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
+    except BadFileError as error:
+        raise ValueError(str(error)) from None
+    try:
+        return decode_image(tf.io.read_file(os.fspath(path))).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        raise ValueError(f"{path}: cannot decode the image ({error.message.splitlines()[0]})") from None
+
+
+def list_image_files(inputs):
+    """Image files of `inputs`: files as given, directories' images sorted (not recursive).
+
+    Returns `(files, problems)`, problems being `(path, reason)` pairs for inputs that are
+    missing or directories without images.
+    """
+    from pipelines.files import IMAGE_SUFFIXES, list_image_files as images_in, shown_path
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files, problems = [], []
+    for entry in map(os.fspath, inputs):
+        if os.path.isdir(entry):
+            found = images_in(entry)
+            if not found:
+                problems.append((entry, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this directory"))
+            files.extend(found)
+        elif os.path.isfile(entry):
+            files.append(entry)
+        else:
+            problems.append((shown_path(entry), "no such file or directory"))
+    return files, problems
+
+
+class Predictor:
+    """Class probabilities of a model for images of any size (see the module docstring).
+
+    Args:
+        model: a ReSeg Keras model.
+        image_size: `(height, width)` to run the model at; default its fixed input size, if any
+            (a fixed-size model given another size runs as a copy built for that size).
+    """
+
+    def __init__(self, model, image_size=None):
+        fixed_size = model_input_size(model)
+        self.image_size = tuple(image_size) if image_size else fixed_size
+        if fixed_size is not None and self.image_size != fixed_size:
+            model = with_input_size(model, self.image_size)
+        self.model = model
+        self._run = tf.function(lambda images: image_probabilities(self.model, images, self.image_size),
+                                reduce_retracing=True)
+
+    def probabilities(self, images):
+        """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images.
+
+        Raises ValueError for NaN or infinite pixel values (the argmax of NaN probabilities
+        would silently be class 0).
+        """
+        images = tf.convert_to_tensor(images)
+        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
+            raise ValueError("images contain NaN or infinite values; give RGB pixel values 0..255.")
+        return self._run(images)
+
+    def classes(self, images):
+        """uint8 `(B, H, W)` argmax class indices."""
+        return tf.cast(tf.argmax(self.probabilities(images), axis=-1), tf.uint8)
+
+    def classes_of_file(self, path):
+        """`(uint8 RGB image, uint8 class map)` of one image file, both at the file's size."""
+        image = read_image_file(path)
+        return image, self.classes(image[None])[0].numpy()
