@@ -191,24 +191,34 @@ def _add_train(subparsers):
     parser.set_defaults(handler=handler)
 
 
-# The trained CamVid model committed with the source (a git checkout / editable install).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "saved_models" / "camvid" / "model.keras"
+# Trained models committed with the source (a git checkout / editable install), one per dataset.
+SAVED_MODELS = Path(__file__).resolve().parent.parent / "saved_models"
+DEFAULT_DATASET = "camvid"
+
+
+def default_model_path(dataset=None):
+    """`saved_models/<dataset>/model.keras` (CamVid's when `dataset` is None)."""
+    return SAVED_MODELS / (dataset or DEFAULT_DATASET) / "model.keras"
 
 
 def _add_model_flag(parser):
     parser.add_argument("--model", default=None,
-                        help=f"the trained model's .keras file; default: the committed CamVid model "
-                        f"saved_models/camvid/model.keras")
+                        help="the trained model's .keras file; default: the committed model of --dataset, "
+                        "saved_models/<dataset>/model.keras (CamVid's when no --dataset is given)")
 
 
 def _model_path(args):
     if args.model is not None:
         return args.model
-    if not DEFAULT_MODEL.is_file():
-        raise CliError(f"no --model given and the default model {DEFAULT_MODEL} is not there "
-                       "(it ships with a git checkout of reseg_tf); pass --model PATH.")
-    print(f"using the default model {DEFAULT_MODEL}")
-    return str(DEFAULT_MODEL)
+    dataset = getattr(args, "dataset", None)
+    path = default_model_path(dataset)
+    if not path.is_file():
+        shipped = sorted(p.parent.name for p in SAVED_MODELS.glob("*/model.keras"))
+        raise CliError(f"no --model given and there is no default model for dataset "
+                       f"{dataset or DEFAULT_DATASET!r} ({path}; committed models: "
+                       f"{', '.join(shipped) or 'none'}, in a git checkout of reseg_tf); pass --model PATH.")
+    print(f"using the default model {path}")
+    return str(path)
 
 
 def _add_evaluate(subparsers):
@@ -254,6 +264,9 @@ def _add_predict(subparsers):
                         help="also write color overlays (CamVid palette for 11 classes, black/white for 2)")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="run the model at this size; default: the model's input size")
+    parser.add_argument("--dataset", default=None,
+                        help="without --model, use this dataset's committed model "
+                        "(saved_models/<dataset>/model.keras); default: camvid")
 
     def handler(args):
         from reseg_tf.prediction import predict
