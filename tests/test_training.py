@@ -187,7 +187,7 @@ def _start_training(args, env):
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _wait_for_backup(process, output, timeout=180):
+def _wait_for_backup(process, output, timeout=300):
     metadata = output / "backup" / "training_metadata.json"
     deadline = time.monotonic() + timeout
     while not metadata.exists():
