@@ -30,15 +30,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.files import BadFileError, inspect_image_file, list_images_by_stem
+from pipelines.files import BadFileError, inspect_image_file
 from pipelines.image_ops import decode_image, resize_image
 from pipelines.palettes import BINARY_PALETTE, CAMVID_PALETTE, default_palette
+from pipelines.splits import (ALL_SPLIT, DEFAULT_SPLIT_RATIOS, SPLIT_NAMES, listed_splits, pairs_by_stem,
+                              read_split_list, require_dir, seeded_split)
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                   "Car", "Pedestrian", "Bicyclist")
-DEFAULT_SPLIT_RATIOS = (0.6, 0.2, 0.2)
-SPLIT_NAMES = ("train", "val", "test")
-ALL_SPLIT = "all"
 # Label PNGs are 8-bit: raw mask values are looked up in a 256-entry table.
 _RAW_VALUES = 256
 # Flowers 17 trimaps: palette index 1 is red (128, 0, 0); converted to grayscale it reads 38.
@@ -50,86 +49,6 @@ _HORSE_THRESHOLD = 127
 def sample_data_dir():
     """Path of the embedded CamVid sample (SegNet layout, 12 train + 4 val pairs, 240x180)."""
     return str(resources.files("pipelines") / "data" / "camvid_sample")
-
-
-def _require_dir(path, what):
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} directory not found: {path}")
-    return path
-
-
-def seeded_split(stems, split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
-    """Deterministic train/val/test split of `stems` (see the module docstring)."""
-    if len(split_ratios) != 3 or min(split_ratios) < 0 or not np.isclose(sum(split_ratios), 1.0):
-        raise ValueError(f"split_ratios must be three non-negative numbers summing to 1 "
-                         f"(train, val, test); got {split_ratios!r}")
-    stems = sorted(stems)
-    order = np.random.default_rng(split_seed).permutation(len(stems))
-    train_end = int(round(split_ratios[0] * len(stems)))
-    val_end = train_end + int(round(split_ratios[1] * len(stems)))
-    cuts = {"train": order[:train_end], "val": order[train_end:val_end], "test": order[val_end:]}
-    split_stems = {split: sorted(stems[i] for i in indices) for split, indices in cuts.items()}
-    split_stems[ALL_SPLIT] = stems
-    return split_stems
-
-
-def _pairs_by_stem(image_dir, mask_dir, require_every_image=True):
-    images = list_images_by_stem(_require_dir(image_dir, "image"))
-    masks = list_images_by_stem(_require_dir(mask_dir, "mask"))
-    masks_without_image = sorted(set(masks) - set(images))
-    if masks_without_image:
-        raise ValueError(f"{len(masks_without_image)} mask(s) in {mask_dir} have no image in "
-                         f"{image_dir}: {', '.join(masks_without_image[:5])}")
-    images_without_mask = sorted(set(images) - set(masks))
-    if require_every_image and images_without_mask:
-        raise ValueError(f"{len(images_without_mask)} image(s) in {image_dir} have no mask in "
-                         f"{mask_dir}: {', '.join(images_without_mask[:5])}")
-    return {stem: (images[stem], masks[stem]) for stem in sorted(masks)}
-
-
-def listed_splits(data_dir):
-    """Split names that have a `<split>.txt` list file in `data_dir`."""
-    return tuple(split for split in SPLIT_NAMES
-                 if os.path.isfile(os.path.join(data_dir, f"{split}.txt")))
-
-
-def _resolve_listed_path(data_dir, listed, list_file, line_number):
-    # SegNet's lists hold absolute paths of their authors' machine: fall back to the last two
-    # components (`train/x.png`) under data_dir.
-    candidates = [listed] if os.path.isabs(listed) else [os.path.join(data_dir, listed)]
-    candidates.append(os.path.join(data_dir, *listed.replace("\\", "/").split("/")[-2:]))
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return os.path.normpath(candidate)
-    raise FileNotFoundError(f"{list_file}:{line_number}: listed file {listed!r} not found "
-                            f"(looked for {', '.join(dict.fromkeys(candidates))})")
-
-
-def read_split_list(data_dir, split):
-    """`(image_path, mask_path)` pairs listed in `data_dir/<split>.txt`, in file order.
-
-    Each non-empty line is `IMAGE_PATH MASK_PATH`, relative to `data_dir` (absolute paths are
-    accepted). A malformed line or a listed file that does not exist raises naming the list
-    file and the line.
-    """
-    list_file = os.path.join(data_dir, f"{split}.txt")
-    with open(list_file, encoding="utf-8") as handle:
-        try:
-            lines = handle.readlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{list_file}: not valid UTF-8 text ({error.reason} at byte "
-                             f"{error.start}); list files hold UTF-8 paths") from None
-    pairs = []
-    for line_number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise ValueError(f"{list_file}:{line_number}: expected 'IMAGE_PATH MASK_PATH', "
-                             f"got {line.strip()!r}")
-        pairs.append(tuple(_resolve_listed_path(data_dir, field, list_file, line_number)
-                           for field in fields))
-    return pairs
 
 
 def _read_pil_mask(convert):
@@ -170,7 +89,7 @@ class DataSource:
     mask_modes = ("L", "P", "1")
 
     def __init__(self, data_dir, class_names, palette):
-        self.data_dir = os.path.abspath(_require_dir(os.fspath(data_dir), f"{self.name} dataset"))
+        self.data_dir = os.path.abspath(require_dir(os.fspath(data_dir), f"{self.name} dataset"))
         self.class_names = tuple(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
         if len(self.palette) != self.num_classes + 1:
@@ -307,7 +226,7 @@ class CamVidSource(DataSource):
         return tuple(split for split in SPLIT_NAMES if os.path.isdir(os.path.join(self.data_dir, split)))
 
     def _list_pairs(self, split):
-        return list(_pairs_by_stem(os.path.join(self.data_dir, split),
+        return list(pairs_by_stem(os.path.join(self.data_dir, split),
                                    os.path.join(self.data_dir, f"{split}annot")).values())
 
     def label_table(self):
@@ -337,12 +256,12 @@ class _UnsplitSource(DataSource):
         return {"split_ratios": self.split_ratios, "split_seed": self.split_seed,
                 "split_lists": self.split_lists}
 
-    def _all_pairs_by_stem(self):
+    def _allpairs_by_stem(self):
         raise NotImplementedError
 
     def _list_pairs(self, split):
         if self._split_pairs is None:
-            by_stem = self._all_pairs_by_stem()
+            by_stem = self._allpairs_by_stem()
             stems = seeded_split(by_stem, self.split_ratios, self.split_seed)
             self._split_pairs = {name: [by_stem[stem] for stem in names]
                                  for name, names in stems.items()}
@@ -374,8 +293,8 @@ class WeizmannHorseSource(_UnsplitSource):
     def options(self):
         return {"images": self.images, **super().options()}
 
-    def _all_pairs_by_stem(self):
-        return _pairs_by_stem(os.path.join(self.data_dir, self.images),
+    def _allpairs_by_stem(self):
+        return pairs_by_stem(os.path.join(self.data_dir, self.images),
                               os.path.join(self.data_dir, "figure_ground"))
 
     def read_raw_mask(self, path):
@@ -415,10 +334,10 @@ class OxfordFlowers17Source(_UnsplitSource):
     def options(self):
         return {"variant": self.variant, **super().options()}
 
-    def _all_pairs_by_stem(self):
+    def _allpairs_by_stem(self):
         image_dir, mask_dir = (os.path.join(self.data_dir, d) for d in self._VARIANT_DIRS[self.variant])
         # Only 848 of the 1360 images have a trimap.
-        return _pairs_by_stem(image_dir, mask_dir, require_every_image=False)
+        return pairs_by_stem(image_dir, mask_dir, require_every_image=False)
 
     read_raw_mask = staticmethod(_read_pil_mask(_flower_mask))
 
@@ -483,9 +402,9 @@ class FolderSource(DataSource):
     def _list_pairs(self, split):
         if self.has_split_dirs:
             root = self._split_dir(split)
-            return list(_pairs_by_stem(os.path.join(root, self.images_dir),
+            return list(pairs_by_stem(os.path.join(root, self.images_dir),
                                        os.path.join(root, self.masks_dir)).values())
-        by_stem = _pairs_by_stem(os.path.join(self.data_dir, self.images_dir),
+        by_stem = pairs_by_stem(os.path.join(self.data_dir, self.images_dir),
                                  os.path.join(self.data_dir, self.masks_dir))
         stems = seeded_split(by_stem, self.split_ratios, self.split_seed)[split]
         return [by_stem[stem] for stem in stems]
