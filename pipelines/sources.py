@@ -280,9 +280,11 @@ class WeizmannHorseSource(_UnsplitSource):
     # JPEG masks are sometimes stored as RGB JPEGs; they are read as grayscale.
     mask_modes = ("L", "RGB", "P", "1")
 
+    IMAGE_FOLDERS = ("rgb", "gray")
+
     def __init__(self, data_dir, images="rgb", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
-        if images not in ("rgb", "gray"):
-            raise ValueError(f"images must be 'rgb' or 'gray', got {images!r}")
+        if images not in self.IMAGE_FOLDERS:
+            raise ValueError(f"images must be one of {self.IMAGE_FOLDERS}, got {images!r}")
         self.images = images
         super().__init__(data_dir, ("background", "horse"), BINARY_PALETTE, split_ratios, split_seed)
 
@@ -322,10 +324,11 @@ class OxfordFlowers17Source(_UnsplitSource):
     name = "oxford_flowers17"
     mask_modes = ("P", "L", "1", "RGB", "RGBA")
     _VARIANT_DIRS = {"original": ("jpg", "trimaps"), "256": ("images_256", "labels_256")}
+    VARIANTS = ("auto", *_VARIANT_DIRS)
 
     def __init__(self, data_dir, variant="auto", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
-        if variant not in ("auto", "original", "256"):
-            raise ValueError(f"variant must be 'auto', 'original' or '256', got {variant!r}")
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
         super().__init__(data_dir, ("background", "flower"), BINARY_PALETTE, split_ratios, split_seed)
         if variant == "auto":
             variant = "original" if os.path.isdir(os.path.join(self.data_dir, "trimaps")) else "256"

@@ -284,20 +284,19 @@ COMMANDS.extend([_add_train, _add_evaluate, _add_predict])
 
 def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
-    # No `choices` from pipelines.SOURCES: importing pipelines (TensorFlow) here would slow down
-    # every `reseg` call; get_source rejects unknown names with the list of known ones.
-    parser.add_argument("--dataset", default="camvid",
-                        help="data source: camvid, weizmann_horse, oxford_flowers17 or folder; "
-                             "default: camvid")
+    from pipelines.sources import SOURCES, OxfordFlowers17Source, WeizmannHorseSource
+
+    parser.add_argument("--dataset", default="camvid", choices=tuple(SOURCES),
+                        help=f"data source: {', '.join(SOURCES)}; default: camvid")
     parser.add_argument("--data-dir", default=None,
                         help="dataset root folder; default (camvid only): the embedded CamVid sample")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="folder datasets: number of classes (mask values 0..N-1)")
     parser.add_argument("--ignore-value", default=None,
                         help="folder datasets: mask value meaning void, or 'none'; default: 255")
-    parser.add_argument("--images", choices=("rgb", "gray"), default=None,
+    parser.add_argument("--images", choices=WeizmannHorseSource.IMAGE_FOLDERS, default=None,
                         help="weizmann_horse: which image folder to read; default: rgb")
-    parser.add_argument("--variant", choices=("auto", "original", "256"), default=None,
+    parser.add_argument("--variant", choices=OxfordFlowers17Source.VARIANTS, default=None,
                         help="oxford_flowers17: jpg/+trimaps/ ('original') or images_256/+labels_256/ "
                              "('256'); default: auto")
 
