@@ -1,4 +1,4 @@
-"""Issue 9's bad-input drill in CI: every broken input ends in a clear error or a documented
+"""The bad-input drill in CI: every broken input ends in a clear error or a documented
 conversion, never a traceback or a hang (see benchmarks/bad_input_drill.py for the cases)."""
 import importlib.util
 import json
