@@ -148,7 +148,8 @@ def _add_train(subparsers):
     parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
                         choices=MIXED_PRECISION_MODES,
                         help="train with a mixed-precision policy: mixed_float16, mixed_bfloat16, or "
-                        "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU; default: float32")
+                        "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU with AVX512_BF16/AMX, float32 on "
+                        "other CPUs (they emulate bf16, several times slower); default: float32")
     parser.add_argument("--vgg-weights", default=None,
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
     parser.add_argument("--overwrite", action="store_true",

@@ -279,14 +279,19 @@ def test_train_on_cached_features_saves_the_full_model(data_dir, tmp_path):
     assert abs(metrics["mean_iou"] - best) < 0.02
 
 
-def test_cosine_schedule_precision_and_augment_settings():
+def test_cosine_schedule_precision_and_augment_settings(monkeypatch, tmp_path):
     assert training.cosine_learning_rate(1e-3, 0, 10) == pytest.approx(1e-3)
     assert training.cosine_learning_rate(1e-3, 5, 10) == pytest.approx(5e-4)
     rates = [training.cosine_learning_rate(1.0, epoch, 10) for epoch in range(10)]
     assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] > 0
     assert training.mixed_precision_policy(False) is None
     assert training.mixed_precision_policy("float16") == "mixed_float16"
-    assert training.mixed_precision_policy(True) == "mixed_bfloat16"  # tests see no GPU
+    # Tests see no GPU: auto is bfloat16 only where the CPU computes it natively.
+    monkeypatch.setattr(training.config, "cpu_has_native_bfloat16", lambda: True)
+    assert training.mixed_precision_policy(True) == "mixed_bfloat16"
+    monkeypatch.setattr(training.config, "cpu_has_native_bfloat16", lambda: False)
+    assert training.mixed_precision_policy("auto") is None
+    assert training.mixed_precision_policy("bfloat16") == "mixed_bfloat16"  # asked for: honoured
     for bad in (dict(augment_mode="heavy"), dict(lr_schedule="step"), dict(mixed_precision="int8")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             training.TrainConfig(**bad)
@@ -382,3 +387,12 @@ def test_crop_size_errors_name_the_setting(data_dir):
     config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), crop_size=(SIZE + 4, 16))
     with pytest.raises(ValueError, match=f"crop_size.*larger than the training image size {SIZE}x{SIZE}"):
         training.model_config_for(config, training.load_source(config))
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not training.config.cpu_has_native_bfloat16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert training.config.cpu_has_native_bfloat16(cpuinfo)
+    assert not training.config.cpu_has_native_bfloat16(tmp_path / "missing")

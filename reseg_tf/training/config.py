@@ -69,8 +69,8 @@ class TrainConfig:
         seed: seed of weights, shuffling and augmentation.
         mixed_precision: False (float32), `"float16"` / `"bfloat16"` (the `mixed_float16` /
             `mixed_bfloat16` policy), or True / `"auto"`: float16 when a GPU is visible, bfloat16
-            otherwise (CPUs with AVX512_BF16/AMX run bf16 convolutions and ReNet matmuls faster;
-            float16 is slow on CPUs).
+            on a CPU with AVX512_BF16/AMX (faster bf16 convolutions and ReNet matmuls), float32
+            on other CPUs (they emulate bf16, several times slower; float16 is slow on CPUs).
         vgg_weights: VGG16 front-end weights: `imagenet`, a weights file, or None.
         overwrite: replace a finished run (or foreign files of ours) in `output`.
         num_examples: validation images drawn into `predictions/`.
@@ -170,14 +170,35 @@ class TrainConfig:
         return settings
 
 
+def cpu_has_native_bfloat16(cpuinfo_path="/proc/cpuinfo"):
+    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX). Without it, bfloat16
+    matmuls are emulated (`benchmarks/precision_bench.py --preset horse_scratch` on an AVX2-only
+    AMD EPYC: a mixed_bfloat16 step takes 6.5x the float32 step)."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
+            flags = {flag for line in handle if line.startswith("flags") for flag in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def mixed_precision_policy(setting):
-    """The Keras dtype policy name for a `TrainConfig.mixed_precision` setting (None: float32)."""
+    """The Keras dtype policy name for a `TrainConfig.mixed_precision` setting (None: float32).
+
+    `True` / `"auto"`: float16 on a GPU, bfloat16 on a CPU that computes it natively, float32
+    (None) on any other CPU.
+    """
     if setting is False or setting is None:
         return None
     if setting in (True, "auto"):
         import tensorflow as tf
 
-        setting = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
+        if tf.config.list_logical_devices("GPU"):
+            setting = "float16"
+        elif cpu_has_native_bfloat16():
+            setting = "bfloat16"
+        else:
+            return None
     return f"mixed_{setting}"
 
 
