@@ -49,7 +49,7 @@ def main():
         raise SystemExit("no GPU visible to TensorFlow: run this on a GPU machine.")
 
     layer = ReNetLayer(SHAPE["units"])
-    assert layer._fast_matmul_dtype() is None, "implementation='auto' must use Keras/cuDNN on a GPU"
+    assert layer.effective_implementation == "keras", "implementation='auto' must use Keras/cuDNN on a GPU"
     result = {"device": tf.config.experimental.get_device_details(
         tf.config.list_physical_devices("GPU")[0]).get("device_name", gpus[0].name),
         "tensorflow": tf.__version__, "shape": SHAPE}

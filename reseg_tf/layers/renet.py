@@ -14,6 +14,7 @@ SWEEP_ORDERS = ("vertical_first", "horizontal_first")
 DIRECTION_MODES = ("parallel", "stacked")
 # "fast" paths: matmul dtype of reseg_tf.layers.fast_rnn.bidirectional_gru.
 FAST_IMPLEMENTATIONS = {"fast": "float32", "fast_bf16": "bfloat16"}
+# Values of `ReNetLayer(implementation=...)`; flags that choose one take their choices from here.
 IMPLEMENTATIONS = ("auto", "keras", *FAST_IMPLEMENTATIONS)
 
 
@@ -213,6 +214,17 @@ class ReNetLayer(keras.layers.Layer):
         if vertical:
             out = ops.transpose(out, (0, 2, 1, 3))
         return out
+
+    @property
+    def effective_implementation(self):
+        """The implementation `call` runs on this machine now: `"keras"`, `"fast"` or `"fast_bf16"`.
+
+        `"auto"` is resolved as `call` resolves it (device, RNN type, compute dtype).
+        """
+        matmul_dtype = self._fast_matmul_dtype()
+        if matmul_dtype is None:
+            return "keras"
+        return next(name for name, dtype in FAST_IMPLEMENTATIONS.items() if dtype == matmul_dtype)
 
     def _fast_matmul_dtype(self):
         """The fast path's matmul dtype, or None where the Keras RNN layers run."""
