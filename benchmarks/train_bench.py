@@ -12,6 +12,9 @@ layers' shapes (convolutions and the GRUs' matmuls; a training step = 3x the for
 input gradient of the head's first layer, which nothing needs). `*_gflops` are the achieved
 rates: the front end's from the full step minus the cached step.
 
+`--implementation` sets every ReNetLayer's `implementation`; `effective_implementation` is the
+one that ran (`"auto"` resolved on this machine).
+
 Usage: python benchmarks/train_bench.py [--quick] [--repeats N] [--implementation auto|keras|fast|fast_bf16]
 """
 import argparse
@@ -29,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 from reseg_tf import build_model, get_preset  # noqa: E402
 from reseg_tf.layers import ReNetLayer  # noqa: E402
+from reseg_tf.layers.renet import IMPLEMENTATIONS  # noqa: E402
 from reseg_tf.training.feature_cache import cache_features, front_end_output_layer, split_frozen_front_end  # noqa: E402
 
 
@@ -72,6 +76,24 @@ def flop_counts(model, batch_size):
     return front, 3 * head_forward - first_input_grad
 
 
+def use_implementation(model, implementation):
+    """Sets `implementation` on every ReNetLayer of `model`; returns the implementation that runs.
+
+    The value goes through the layer's own validation (its constructor, from the layer's
+    config) before it is set, and every layer must then report the same effective path.
+    """
+    renet_layers = [layer for layer in model.layers if isinstance(layer, ReNetLayer)]
+    if not renet_layers:
+        raise ValueError(f"model {model.name!r} has no ReNetLayer to set implementation={implementation!r} on.")
+    for layer in renet_layers:
+        ReNetLayer.from_config({**layer.get_config(), "implementation": implementation})
+        layer.implementation = implementation
+    effective = {layer.effective_implementation for layer in renet_layers}
+    if len(effective) != 1:
+        raise RuntimeError(f"implementation={implementation!r} runs {sorted(effective)} in different layers.")
+    return effective.pop()
+
+
 def timed(step):
     start = time.perf_counter()
     step()
@@ -83,7 +105,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="96x128 images (smoke test)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per path")
     parser.add_argument("--batch-size", type=int, default=5, help="images per step")
-    parser.add_argument("--implementation", default="auto", help="ReNetLayer implementation")
+    parser.add_argument("--implementation", default="auto", choices=IMPLEMENTATIONS,
+                        help="ReNetLayer implementation; default: auto")
     args = parser.parse_args()
     size = (96, 128) if args.quick else get_preset("camvid")[1]
     repeats = args.repeats or (3 if args.quick else 5)
@@ -91,9 +114,7 @@ def main():
     keras.utils.set_random_seed(0)
     config = get_preset("camvid")[0]
     model = build_model(config, input_shape=(*size, 3))
-    for layer in model.layers:
-        if hasattr(layer, "implementation"):
-            layer.implementation = args.implementation
+    effective_implementation = use_implementation(model, args.implementation)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(args.batch_size, *size, 3)).astype("float32")
     masks = rng.integers(0, config.num_classes, size=(args.batch_size, *size)).astype("int32")
@@ -128,7 +149,7 @@ def main():
     cached_ips = args.batch_size / medians["cached"]
     print(json.dumps({
         "image_size": list(size), "batch_size": args.batch_size, "repeats": repeats,
-        "implementation": args.implementation,
+        "implementation": args.implementation, "effective_implementation": effective_implementation,
         "full_step_s": round(medians["full"], 3), "cached_step_s": round(medians["cached"], 3),
         "full_images_per_s": round(full_ips, 3), "cached_images_per_s": round(cached_ips, 3),
         "cached_speedup": round(cached_ips / full_ips, 2),
