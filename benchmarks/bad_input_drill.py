@@ -1,4 +1,4 @@
-"""Bad-input drill (issue 9): feeds broken files to every entry point and checks the outcome.
+"""Bad-input drill: feeds broken files to every entry point and checks the outcome.
 
 Builds each bad-input case in a temporary folder and runs it through the dataset sources
 (`pipelines.get_source(...).pairs()` + iterating `pipelines.make_dataset`), `reseg verify-dataset`,

@@ -1,13 +1,15 @@
 """Per-image latency of Keras predict vs the SavedModel vs each TFLite variant, in one run.
 
-Exports the camvid preset (weights=None, or a trained `.keras` model given with --model) at its
-own input size (a model that accepts any size: its preset's training size) into a temporary
-folder with `reseg_tf.export.export_model(verify=False)`, then times batch-1 inference of every
-artifact on the same real images resized to that size as training resizes them (one warm-up call
-each) and prints one JSON line: latency in ms per image, file sizes, and argmax agreement with
-Keras (meaningless for an untrained model, reported anyway).
+Exports a trained `.keras` model (default: the shipped saved_models/camvid/model.keras; `--model
+preset:NAME` for a preset with weights=None) at its own input size (a model that accepts any
+size: its preset's training size) into a temporary folder with
+`reseg_tf.export.export_model(verify=False)`, then times batch-1 inference of every artifact on
+the same real images resized to that size as training resizes them (one warm-up call each) and
+prints one JSON line: per artifact, latency in ms per image (`latency_ms`), frames per second at
+the model's size (`fps`), file size (`size_mb`) and argmax agreement with Keras (`agreement`;
+meaningless for an untrained model, reported anyway). Paths are relative to the repository.
 
-    python benchmarks/export_bench.py [--model PATH] [--images DIR] [--repeats N]
+    python benchmarks/export_bench.py [--model PATH|preset:NAME] [--images DIR] [--repeats N]
 """
 import argparse
 import json
@@ -27,7 +29,10 @@ import tensorflow as tf  # noqa: E402
 import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
 
-SHARED_CAMVID = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "camvid"
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CAMVID = ROOT.parent / "shared" / "datasets" / "camvid"
+DEFAULT_MODEL = ROOT / "saved_models" / "camvid" / "model.keras"
+PRESET_PREFIX = "preset:"
 
 
 def per_image_seconds(function, images, repeats):
@@ -41,7 +46,9 @@ def per_image_seconds(function, images, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="trained .keras model; default: camvid preset, weights=None")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL),
+                        help="trained .keras model, or preset:NAME for a preset with weights=None; "
+                             "default: saved_models/camvid/model.keras")
     parser.add_argument("--images", default=None,
                         help="folder of real images (calibration + timing); default: shared CamVid, else the embedded sample")
     parser.add_argument("--num-images", type=int, default=4, help="images timed per artifact")
@@ -50,17 +57,24 @@ def main():
     parser.add_argument("--tflite", default=",".join(export.TFLITE_VARIANTS), help="TFLite variants to time")
     args = parser.parse_args()
 
-    model = (export.load_reseg_model(args.model) if args.model
-             else reseg_tf.build_model("camvid", input_shape=(None, None, 3), weights=None))
+    if args.model.startswith(PRESET_PREFIX):
+        preset = args.model[len(PRESET_PREFIX):]
+        model = reseg_tf.build_model(preset, input_shape=(None, None, 3), weights=None)
+        model_name = f"{preset}(weights=None)"
+    else:
+        model = export.load_reseg_model(args.model)
+        model_name = os.path.relpath(args.model, ROOT)
     image_size = export.resolve_image_size(model)
     images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export.sample_data_dir())
     files = export.find_images(images_dir)
     images = export.load_images(export.spread_files(files, args.num_images), image_size)
 
-    results = {"benchmark": "export_latency", "model": args.model or "camvid(weights=None)",
-               "image_size": list(image_size), "images": str(images_dir), "num_images": len(images),
+    results = {"benchmark": "export_latency", "model": model_name,
+               "image_size": list(image_size), "images": os.path.relpath(images_dir, ROOT),
+               "num_images": len(images),
                "repeats": args.repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-               "tf": tf.__version__, "latency_ms": {}, "size_mb": {}, "agreement": {}, "convert_s": None}
+               "tf": tf.__version__, "latency_ms": {}, "fps": {}, "size_mb": {}, "agreement": {},
+               "convert_s": None}
     with tempfile.TemporaryDirectory(prefix="reseg-export-bench-") as scratch:
         start = time.perf_counter()
         result = export.export_model(model, Path(scratch) / model.name, image_size=image_size,
@@ -89,7 +103,8 @@ def main():
             results["latency_ms"][f"tflite_{variant}"] = seconds * 1000
             results["size_mb"][f"tflite_{variant}"] = path.stat().st_size / 2**20
             results["agreement"][f"tflite_{variant}"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
-    for key in ("latency_ms", "size_mb"):
+    results["fps"] = {name: 1000 / ms for name, ms in results["latency_ms"].items()}
+    for key in ("latency_ms", "fps", "size_mb"):
         results[key] = {name: round(value, 2) for name, value in results[key].items()}
     results["agreement"] = {name: round(value, 4) for name, value in results["agreement"].items()}
     print(json.dumps(results))

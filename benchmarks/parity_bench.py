@@ -16,7 +16,7 @@ Each image is its own request, at its own size. `int8` is calibrated on --repres
     python benchmarks/parity_bench.py [--model PATH] [--images DIR] [--num-images N]
 
 Default model: saved_models/camvid/model.keras; default images: the embedded CamVid sample's
-val images.
+val images. Paths in the JSON line are relative to the repository.
 """
 import argparse
 import contextlib
@@ -107,7 +107,8 @@ def main(argv=None):
                                            args.representative_data)
     sizes = sorted({"{}x{}".format(*Image.open(path).size[::-1]) for path in files})
     working_size = model_input_size(model)
-    results = {"benchmark": "parity_with_predict", "model": args.model, "images": str(images_dir),
+    results = {"benchmark": "parity_with_predict", "model": os.path.relpath(args.model, ROOT),
+               "images": os.path.relpath(images_dir, ROOT),
                "num_images": len(files), "image_sizes": sizes,
                "working_size": list(working_size) if working_size else None,
                **{name: round(value, 6) for name, value in agreement.items()}}

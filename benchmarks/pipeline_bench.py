@@ -32,7 +32,8 @@ IMAGE_SHAPE = (360, 480, 3)
 
 def pipeline_batches_per_s(data_dir, batches):
     dataset = pipelines.make_dataset("camvid", "train", data_dir=data_dir, batch_size=BATCH_SIZE,
-                                     augment=True, repeat=True, drop_remainder=True)
+                                     image_size=IMAGE_SHAPE[:2], augment=True, repeat=True,
+                                     drop_remainder=True)
     iterator = iter(dataset)
     epoch_batches = len(pipelines.get_source("camvid", data_dir).pairs("train")) // BATCH_SIZE
     start = time.perf_counter()
