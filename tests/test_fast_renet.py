@@ -77,11 +77,11 @@ def test_bidirectional_gru_matches_keras_bidirectional():
 
 def test_auto_uses_fast_path_on_cpu_and_keras_for_other_rnns():
     assert not tf.config.list_logical_devices("GPU")
-    assert ReNetLayer(3)._fast_matmul_dtype() == "float32"
-    assert ReNetLayer(3, implementation="fast_bf16")._fast_matmul_dtype() == "bfloat16"
-    assert ReNetLayer(3, implementation="keras")._fast_matmul_dtype() is None
+    assert ReNetLayer(3).effective_implementation == "fast"
+    assert ReNetLayer(3, implementation="fast_bf16").effective_implementation == "fast_bf16"
+    assert ReNetLayer(3, implementation="keras").effective_implementation == "keras"
     for rnn in ("lstm", "simple"):
-        assert ReNetLayer(3, rnn=rnn)._fast_matmul_dtype() is None
+        assert ReNetLayer(3, rnn=rnn).effective_implementation == "keras"
 
 
 @pytest.mark.parametrize("kwargs", [dict(implementation="cudnn"), dict(implementation="fast", rnn="lstm")])
@@ -110,7 +110,7 @@ def test_weights_and_files_load_across_paths(tmp_path):
 
 def test_fit_with_unknown_shapes_trains_the_fast_path():
     model = build_model(TINY, input_shape=(None, None, 3))
-    assert model.get_layer("renet_1")._fast_matmul_dtype() == "float32"
+    assert model.get_layer("renet_1").effective_implementation == "fast"
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(4, 12, 10, 3)).astype("float32")
@@ -138,7 +138,7 @@ def test_mixed_precision_policy(policy):
         keras.mixed_precision.set_global_policy("float32")
     assert out.dtype == policy.split("_")[1]
     # `auto` on a CPU: bf16 matmuls when the layer computes in bfloat16, float32 otherwise.
-    assert layer._fast_matmul_dtype() == ("bfloat16" if policy == "mixed_bfloat16" else "float32")
+    assert layer.effective_implementation == ("fast_bf16" if policy == "mixed_bfloat16" else "fast")
     np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=3e-2)
 
 
@@ -146,7 +146,7 @@ def test_tflite_export_of_fast_path_uses_builtin_ops_only(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     model = build_model(TINY, input_shape=(None, None, 3))
-    assert model.get_layer("renet_1")._fast_matmul_dtype() == "float32"
+    assert model.get_layer("renet_1").effective_implementation == "fast"
     height, width = 12, 10
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -167,7 +167,7 @@ def test_tflite_export_of_fast_path_uses_builtin_ops_only(tmp_path):
 
 
 def test_directions_in_one_loop_equal_separate_loops():
-    from reseg_tf.layers.fast_rnn import _gru_recurrence
+    from reseg_tf.layers.fast_rnn import gru_recurrence
 
     rng = np.random.default_rng(0)
     projs = [tf.constant(rng.normal(size=(5, 3, 6)).astype("float32")) for _ in range(2)]
@@ -179,9 +179,9 @@ def test_directions_in_one_loop_equal_separate_loops():
         with tf.GradientTape() as tape:
             tape.watch([*projs, kernels, biases])
             if together:
-                states = _gru_recurrence(projs, reverse, kernels, biases, "float32", True)
+                states = gru_recurrence(projs, reverse, kernels, biases, "float32", True)
             else:
-                states = [_gru_recurrence([p], (r,), kernels[s:s + 1], biases[s:s + 1], "float32", True)[0]
+                states = [gru_recurrence([p], (r,), kernels[s:s + 1], biases[s:s + 1], "float32", True)[0]
                           for s, (p, r) in enumerate(zip(projs, reverse))]
             loss = tf.reduce_sum(tf.stack(states) * np.linspace(-1, 1, 5 * 3 * 2 * 2).reshape(2, 5, 3, 2))
         return [np.asarray(t) for t in [*states, *tape.gradient(loss, [*projs, kernels, biases])]]

@@ -6,10 +6,9 @@ loop, and runs the two directions of a bidirectional sweep one after the other. 
 - the input projections of all time steps are one large matmul per direction before the loop,
   so the loop only holds the small recurrent matmul;
 - the backward direction reads and writes time `T-1-t` at step `t`: nothing is reversed in
-  memory. `_gru_recurrence` can run several directions in one loop (direction = leading axis,
+  memory. `gru_recurrence` can run several directions in one loop (direction = leading axis,
   one batched matmul); `bidirectional_gru` runs two independent loops instead, which TF runs
-  concurrently: same medians on the loaded shared machine, faster best-case (minimum) times
-  (see benchmarks/RESULTS.md);
+  concurrently;
 - tensors are time major `(T, N, features)`, so a step reads and writes contiguous slices;
 - the gradient is written by hand (`tf.custom_gradient`): the backward loop holds the gate
   algebra, the recurrent matmul and the recurrent-weight gradient's accumulation; the input
@@ -90,7 +89,7 @@ def _time_index(step, steps, reverse):
     return steps - 1 - step if reverse else step
 
 
-def _gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_compile):
+def gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_compile):
     """Runs `S` independent GRUs over `T` steps, all in one loop.
 
     Args:
@@ -213,7 +212,7 @@ def bidirectional_gru(sequences, forward_weights, backward_weights, stacked=Fals
         projs = [_project(inputs, kernel, matmul_dtype) for inputs, (kernel, _, _) in inputs_and_weights]
         recurrent_kernels = tf.stack([weights[1] for _, weights in inputs_and_weights])
         biases = tf.stack([weights[2] for _, weights in inputs_and_weights])
-        return _gru_recurrence(projs, reverse, recurrent_kernels, biases, matmul_dtype, jit_compile)
+        return gru_recurrence(projs, reverse, recurrent_kernels, biases, matmul_dtype, jit_compile)
 
     if stacked:
         (forward_states,) = run([(sequences, forward_weights)], (False,))
