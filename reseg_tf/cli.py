@@ -287,7 +287,8 @@ def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
     from pipelines.sources import SOURCES, OxfordFlowers17Source, WeizmannHorseSource
 
-    parser.add_argument("--dataset", default="camvid", choices=tuple(SOURCES),
+    # Not `choices`: get_source names the unknown dataset and lists the known ones.
+    parser.add_argument("--dataset", default="camvid",
                         help=f"data source: {', '.join(SOURCES)}; default: camvid")
     parser.add_argument("--data-dir", default=None,
                         help="dataset root folder; default (camvid only): the embedded CamVid sample")
