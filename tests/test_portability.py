@@ -3,8 +3,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Absolute paths of a home, temp or work directory, as they appear in JSON, Markdown or code.
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:home|root|tmp|work|Users|var/folders)/[\w.-]+")
@@ -12,12 +10,22 @@ TEXT_SUFFIXES = (".py", ".md", ".json", ".txt", ".csv", ".cfg", ".ini", ".toml",
                  ".ipynb", ".sh", "")
 
 
-def _tracked_text_files():
+def _project_files():
+    """Tracked files, or (outside a git checkout) every file but build output and caches."""
     try:
         listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+        return listed.decode().split("\0")
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")  # an installed copy has no tracked-file list
-    return [name for name in listed.decode().split("\0")
+        skipped = {".git", ".venv", "runs", "build", "dist", "__pycache__", ".pytest_cache"}
+        files = []
+        for root, folders, names in os.walk(REPO):
+            folders[:] = [folder for folder in folders if folder not in skipped]
+            files += [os.path.relpath(os.path.join(root, name), REPO) for name in names]
+        return files
+
+
+def _tracked_text_files():
+    return [name for name in _project_files()
             if name and os.path.splitext(name)[1].lower() in TEXT_SUFFIXES and name != "tests/test_portability.py"]
 
 
