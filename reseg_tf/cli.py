@@ -79,6 +79,10 @@ def _add_export(subparsers):
                         "and verify on; default: the embedded CamVid sample, with a warning")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip reloading the artifacts and comparing them with reseg predict")
+    _add_averaging_flags(parser, mc=False)
+    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                        help="not exported (the artifacts answer deterministically): an error if > 0; "
+                        "use `reseg predict --mc-samples N`")
 
     def handler(args):
         from reseg_tf.export import TFLiteConversionError, export_model
@@ -88,6 +92,7 @@ def _add_export(subparsers):
                 args.model, args.output, image_size=args.image_size,
                 tflite=() if args.tflite.strip().lower() == "none" else args.tflite,
                 representative_data=args.representative_data, verify=not args.no_verify,
+                tta=args.tta, mc_samples=args.mc_samples,
             )
         except TFLiteConversionError as error:
             raise CliError(str(error)) from error
@@ -222,6 +227,23 @@ def _model_path(args):
     return str(path)
 
 
+def _add_averaging_flags(parser, mc=True):
+    """--tta / --mc-samples / --mc-seed: averaged inference (`reseg_tf.averaging`)."""
+    from reseg_tf.averaging import TTA_MODES
+
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation: 'flip' averages the class probabilities of each image "
+                        "and of its horizontal mirror (2 passes); default: none")
+    if not mc:
+        return
+    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                        help="Monte Carlo dropout: average the probabilities of N dropout sub-networks "
+                        "(batched; needs a model trained with dropout); default: 0 (off)")
+    parser.add_argument("--mc-seed", type=int, default=0,
+                        help="seed of the --mc-samples dropout masks (the same seed gives the same "
+                        "sub-networks and results); default: 0")
+
+
 def _add_evaluate(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="Evaluate a trained model on a dataset split (the paper's Table 3 metrics).",
@@ -235,14 +257,24 @@ def _add_evaluate(subparsers):
                         help="run the model at this size (probabilities are resized back); "
                         "default: the model's input size")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to this JSON file")
+    _add_averaging_flags(parser)
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also report the mean IoU and global accuracy of the split's 90%% most "
+                        "confident pixels (ECE is always reported)")
 
     def handler(args):
         from reseg_tf.evaluation import evaluate, format_table
 
         args.model = _model_path(args)
         summary = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
-                           image_size=args.image_size, json_path=args.json, **_data_source_options(args))
-        print(f"{summary['dataset']} {args.split} ({summary['num_images']} images), {args.model}:")
+                           image_size=args.image_size, json_path=args.json, tta=args.tta,
+                           mc_samples=args.mc_samples, seed=args.mc_seed, uncertainty=args.uncertainty,
+                           **_data_source_options(args))
+        averaging = [f"tta {args.tta}"] if args.tta != "none" else []
+        averaging += [f"{args.mc_samples} MC samples"] if args.mc_samples else []
+        print(f"{summary['dataset']} {args.split} ({summary['num_images']} images), {args.model}"
+              f"{' (' + ', '.join(averaging) + ')' if averaging else ''}; "
+              f"{summary['ms_per_image']:.0f} ms per image:")
         print(format_table(summary))
         if args.json:
             print(f"wrote {args.json}")
@@ -268,13 +300,21 @@ def _add_predict(subparsers):
     parser.add_argument("--dataset", default=None,
                         help="without --model, use this dataset's committed model "
                         "(saved_models/<dataset>/model.keras); default: camvid")
+    _add_averaging_flags(parser)
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write NAME_confidence.png and NAME_entropy.png heat maps (and "
+                        "NAME_mutual_information.png with --mc-samples); the colour scale goes to "
+                        "OUTPUT/uncertainty_scale.png and .json")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write the class probabilities as NAME_probabilities.npz (compressed)")
 
     def handler(args):
         from reseg_tf.prediction import predict
 
-        report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay, image_size=args.image_size)
-        images = len(report["written"]) // (2 if args.overlay else 1)
-        print(f"segmented {images} image(s) into {args.output}; skipped {len(report['skipped'])}")
+        report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay,
+                         image_size=args.image_size, tta=args.tta, mc_samples=args.mc_samples,
+                         seed=args.mc_seed, uncertainty=args.uncertainty, probabilities=args.probabilities)
+        print(f"segmented {report['segmented']} image(s) into {args.output}; skipped {len(report['skipped'])}")
         return 1 if report["skipped"] else 0
 
     parser.set_defaults(handler=handler)

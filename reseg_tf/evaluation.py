@@ -52,42 +52,67 @@ def _examples(source, split):
                                   cache=False, deterministic=True)
 
 
-def evaluate_model(model, source, split, image_size=None, verbose=1):
+CONFIDENT_FRACTION = 0.9
+
+
+def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none", mc_samples=0, seed=0,
+                   uncertainty=False):
     """Streams a split through the model and returns `summarize_confusion`'s dict plus
-    `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`
-    and `confusion_matrix` (rows: ground truth, columns: prediction)."""
+    `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`,
+    `confusion_matrix` (rows: ground truth, columns: prediction), `ece` (expected calibration
+    error, 15 bins, `reseg_tf.calibration`), `ms_per_image` (model time, decoding excluded) and
+    the averaging used (`tta`, `mc_samples`). With `uncertainty`, also `mean_iou_confident_90`
+    and `global_acc_confident_90`: the scores of the split's 90% most confident pixels."""
+    import time
+
     from pipelines.progress import progress_bar
+    from reseg_tf.calibration import CalibrationAccumulator
 
     _check_classes(model, source)
-    predictor = Predictor(model, image_size)
+    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
     num_classes = source.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
+    calibration = CalibrationAccumulator(num_classes, selective=uncertainty)
     pairs = source.pairs(split)
     count = len(pairs)
     progress = progress_bar(count, unit_name="image", enabled=verbose == 1)
     examples = iter(_examples(source, split))
+    model_seconds = []
     for step, (image_path, mask_path) in enumerate(pairs, start=1):
         try:
             images, labels, *_ = next(examples)
         except tf.errors.OpError as error:  # decoding or a label check failed (in order: batch 1)
             raise ValueError(f"{image_path} / {mask_path}: {op_error_summary(error)}") from None
-        classes = predictor.classes(images).numpy().astype(np.int64).ravel()
+        started = time.perf_counter()
+        probabilities = predictor.probabilities(images).numpy()
+        model_seconds.append(time.perf_counter() - started)
+        classes = probabilities.argmax(axis=-1).astype(np.int64).ravel()
         truth = labels.numpy().astype(np.int64).ravel()
         valid = (truth >= 0) & (truth < num_classes)
         confusion += np.bincount(truth[valid] * num_classes + classes[valid],
                                  minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        calibration.update(truth, classes, probabilities.max(axis=-1))
         progress.update(step)
     summary = summarize_confusion(confusion, source.class_names)
     pixels = confusion.sum()
     summary["baseline_mean_iou"] = float(confusion.sum(axis=1).max() / pixels / num_classes) if pixels else 0.0
     summary["num_images"] = count
+    summary["ece"] = calibration.ece()
+    if uncertainty:
+        confident = summarize_confusion(calibration.confident_confusion(CONFIDENT_FRACTION), source.class_names)
+        summary["mean_iou_confident_90"] = confident["mean_iou"]
+        summary["global_acc_confident_90"] = confident["global_acc"]
+    # The first call traces the graph; the median is the steady per-image cost.
+    summary["ms_per_image"] = float(1000 * np.median(model_seconds)) if model_seconds else 0.0
+    summary["tta"], summary["mc_samples"] = predictor.tta, predictor.mc_samples
+    summary["reliability"] = calibration.reliability()
     # Rows = ground truth, columns = prediction (void excluded); `reseg report` plots it.
     summary["confusion_matrix"] = confusion.tolist()
     return summary
 
 
 def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=None, json_path=None,
-             verbose=1, **dataset_options):
+             verbose=1, tta="none", mc_samples=0, seed=0, uncertainty=False, **dataset_options):
     """Evaluates a ReSeg model (a Keras model or a `.keras` path) on a dataset split.
 
     Args:
@@ -98,11 +123,15 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         image_size: `(height, width)` to run the model at (default: its input size).
         json_path: if given, the result is also written there (atomically).
         verbose: 1 shows a progress bar.
+        tta: `"flip"` averages each image's probabilities with its mirror's (`reseg_tf.averaging`).
+        mc_samples: average this many dropout sub-networks (a model trained with dropout).
+        seed: seed of the sub-networks' dropout masks.
+        uncertainty: also score the 90% most confident pixels (`mean_iou_confident_90`).
         **dataset_options: passed to `pipelines.get_source` (e.g. `num_classes` for `folder`).
 
     Returns:
         The `metrics.json`-style dict (`global_acc`, `avg_class_acc`, `mean_iou`, `class_acc`,
-        `class_iou`, ...), fractions in [0, 1].
+        `class_iou`, `ece`, `ms_per_image`, ...), fractions in [0, 1].
     """
     import pipelines
 
@@ -114,7 +143,8 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
     else:
         model_path = None
     source = pipelines.get_source(dataset, data_dir, **dataset_options)
-    summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose)
+    summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose, tta=tta,
+                             mc_samples=mc_samples, seed=seed, uncertainty=uncertainty)
     # Paths as the caller gave them (relative stay relative): metrics files travel with a repository.
     summary.update(dataset=source.name, split=split,
                    data_dir=None if data_dir is None else os.fspath(data_dir), model=model_path)
@@ -128,11 +158,13 @@ def format_table(summary, class_names=None):
     IoU, in percent."""
     names = list(class_names or summary["class_acc"])
     width = max(9, *(len(name) for name in names))
-    header = ["", *names, "Global acc", "Avg class acc", "Mean IoU"]
+    extra = [("ECE", "ece"), ("Mean IoU 90%", "mean_iou_confident_90")]
+    extra = [(title, key) for title, key in extra if key in summary]
+    header = ["", *names, "Global acc", "Avg class acc", "Mean IoU", *(title for title, _ in extra)]
     rows = [
         ["Class acc", *(summary["class_acc"][n] for n in names), summary["global_acc"],
-         summary["avg_class_acc"], summary["mean_iou"]],
-        ["Class IoU", *(summary["class_iou"][n] for n in names), "", "", ""],
+         summary["avg_class_acc"], summary["mean_iou"], *(summary[key] for _, key in extra)],
+        ["Class IoU", *(summary["class_iou"][n] for n in names), "", "", "", *("" for _ in extra)],
     ]
     widths = [max(9, len(h)) for h in header]
     widths[0] = max(width, 9)

@@ -49,17 +49,51 @@ def decode_image(data):
     return decode(data)
 
 
-def image_probabilities(model, images, working_size):
+def image_probabilities(model, images, working_size, tta="none", mc_samples=0, seed=0):
     """In-graph: float32 `(B, H, W, C)` probabilities at the images' own size `(H, W)`.
 
     `images`: `(B, H, W, 3)` RGB 0..255 of any numeric dtype; `working_size`: the size the model
-    runs at (None: the images' own size).
+    runs at (None: the images' own size). `tta`, `mc_samples`, `seed`: averaged inference, see
+    `reseg_tf.averaging` (the passes are averaged at the working size).
     """
+    from reseg_tf.averaging import averaged_probabilities
+
     inputs = tf.cast(images, tf.float32)
     if working_size is None:
-        return tf.cast(model(inputs, training=False), tf.float32)
-    probabilities = tf.cast(model(to_working_size(inputs, working_size), training=False), tf.float32)
+        return averaged_probabilities(model, inputs, tta, mc_samples, seed)
+    probabilities = averaged_probabilities(model, to_working_size(inputs, working_size), tta, mc_samples, seed)
     return to_image_size(probabilities, tf.shape(images)[1:3])
+
+
+def image_uncertainty(model, images, working_size, tta="none", mc_samples=0, seed=0):
+    """In-graph: a dict of `(B, H, W)` maps at the images' own size beside the `probabilities`.
+
+    - `probabilities`: as `image_probabilities`;
+    - `confidence`: the largest class probability;
+    - `entropy`: predictive entropy (nats) of the averaged probabilities, 0..log(C);
+    - with `mc_samples`: `mutual_information`, the entropy minus the mean entropy of the
+      sub-networks' own answers (the part of the uncertainty due to the model: Monte Carlo
+      dropout's epistemic term), 0..log(C).
+    """
+    from reseg_tf.averaging import averaged_passes, entropy
+
+    inputs = tf.cast(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    if working_size is not None:
+        inputs = to_working_size(inputs, working_size)
+    passes = averaged_passes(model, inputs, tta, mc_samples, seed)
+    probabilities = tf.reduce_mean(passes, axis=0)
+    if working_size is not None:
+        probabilities = to_image_size(probabilities, size)
+    total = entropy(probabilities)
+    maps = {"probabilities": probabilities, "confidence": tf.reduce_max(probabilities, axis=-1),
+            "entropy": total}
+    if mc_samples:
+        expected = tf.reduce_mean(entropy(passes), axis=0)[..., None]
+        if working_size is not None:
+            expected = to_image_size(expected, size)
+        maps["mutual_information"] = tf.maximum(total - expected[..., 0], 0.0)
+    return maps
 
 
 def read_image_file(path):
@@ -107,16 +141,34 @@ class Predictor:
         model: a ReSeg Keras model.
         image_size: `(height, width)` to run the model at; default its fixed input size, if any
             (a fixed-size model given another size runs as a copy built for that size).
+        tta: `"none"` or `"flip"`: also run the mirrored image and average (`reseg_tf.averaging`).
+        mc_samples: average this many dropout sub-networks (0: the plain model; needs dropout).
+        seed: seed of the sub-networks' dropout masks.
     """
 
-    def __init__(self, model, image_size=None):
+    def __init__(self, model, image_size=None, tta="none", mc_samples=0, seed=0):
+        from reseg_tf.averaging import check_averaging
+
+        self.tta, self.mc_samples = check_averaging(model, tta, mc_samples)
+        self.seed = int(seed)
         fixed_size = model_input_size(model)
         self.image_size = tuple(image_size) if image_size else fixed_size
         if fixed_size is not None and self.image_size != fixed_size:
             model = with_input_size(model, self.image_size)
         self.model = model
-        self._run = tf.function(lambda images: image_probabilities(self.model, images, self.image_size),
+        options = dict(tta=self.tta, mc_samples=self.mc_samples, seed=self.seed)
+        self._run = tf.function(lambda images: image_probabilities(self.model, images, self.image_size, **options),
                                 reduce_retracing=True)
+        self._run_uncertainty = tf.function(
+            lambda images: image_uncertainty(self.model, images, self.image_size, **options),
+            reduce_retracing=True)
+
+    @staticmethod
+    def _checked(images):
+        images = tf.convert_to_tensor(images)
+        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
+            raise ValueError("images contain NaN or infinite values; give RGB pixel values 0..255.")
+        return images
 
     def probabilities(self, images):
         """float32 `(B, H, W, num_classes)` for `(B, H, W, 3)` RGB 0..255 images.
@@ -124,10 +176,11 @@ class Predictor:
         Raises ValueError for NaN or infinite pixel values (the argmax of NaN probabilities
         would silently be class 0).
         """
-        images = tf.convert_to_tensor(images)
-        if images.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(images))):
-            raise ValueError("images contain NaN or infinite values; give RGB pixel values 0..255.")
-        return self._run(images)
+        return self._run(self._checked(images))
+
+    def uncertainty(self, images):
+        """`image_uncertainty`'s dict (probabilities, confidence, entropy[, mutual_information])."""
+        return self._run_uncertainty(self._checked(images))
 
     def classes(self, images):
         """uint8 `(B, H, W)` argmax class indices."""

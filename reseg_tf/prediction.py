@@ -7,16 +7,27 @@ otherwise). Images that cannot be read are skipped with a message naming the fil
 are still segmented. Skipped too: files whose header claims more than
 `pipelines.files.MAX_IMAGE_PIXELS` pixels, and file names that are not valid UTF-8.
 Conversions: gray, gray+alpha, palette and RGBA images become RGB; 16-bit ones are scaled to 8 bits.
+
+Averaged inference (`tta="flip"`, `mc_samples=N`, see `reseg_tf.averaging`) changes the
+probabilities every output is made from. `uncertainty=True` adds `NAME_confidence.png` and
+`NAME_entropy.png` (and `NAME_mutual_information.png` with `mc_samples`), 8-bit colour heat maps
+at the image's size whose scale is written once per folder (`uncertainty_scale.png` / `.json`);
+`probabilities=True` adds `NAME_probabilities.npz` (compressed: `probabilities`, float32
+`(H, W, num_classes)`, and `class_names`).
 """
+import io
 import os
 
 import keras
+import numpy as np
 
 from reseg_tf.inference import Predictor, list_image_files
 from reseg_tf.model_io import load_reseg_model
 from reseg_tf.models import config_from_model
-from reseg_tf.run_files import atomic_write_png
-from reseg_tf.visualize import class_palette, overlay as blend
+from reseg_tf.inference import read_image_file
+from reseg_tf.run_files import atomic_write_bytes, atomic_write_png
+from reseg_tf.visualize import (UNCERTAINTY_MAPS, class_palette, heat_map, overlay as blend, uncertainty_ranges,
+                                write_uncertainty_scale)
 
 
 def _output_stem(path, used):
@@ -28,7 +39,15 @@ def _output_stem(path, used):
     return candidate
 
 
-def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1):
+def _write_probabilities(path, probabilities, class_names):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probabilities=np.asarray(probabilities, np.float32),
+                        class_names=np.asarray(class_names))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1, tta="none",
+            mc_samples=0, seed=0, uncertainty=False, probabilities=False):
     """Segments image files and writes class-index PNGs (and overlays) to `output_dir`.
 
     Args:
@@ -39,10 +58,15 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         image_size: `(height, width)` to run the model at (default: its input size); outputs
             always have each image's own size.
         verbose: print one line per image.
+        tta: `"flip"`: average with the mirrored image's probabilities.
+        mc_samples: average this many dropout sub-networks (a model trained with dropout).
+        seed: seed of the sub-networks' dropout masks.
+        uncertainty: also write confidence / entropy (/ mutual information) heat maps.
+        probabilities: also write the class probabilities as `NAME_probabilities.npz`.
 
     Returns:
-        A dict: `written` (paths) and `skipped` (`(path, reason)` pairs). The CLI exits
-        non-zero if anything was skipped.
+        A dict: `written` (paths), `skipped` (`(path, reason)` pairs) and `segmented` (the
+        number of images segmented). The CLI exits non-zero if anything was skipped.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -50,16 +74,26 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         model = load_reseg_model(model)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(f"output folder {os.fspath(output_dir)} is an existing file; give a folder")
-    palette = class_palette(config_from_model(model))
-    predictor = Predictor(model, image_size)
+    config = config_from_model(model)
+    palette = class_palette(config)
+    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
+    maps = [name for name in UNCERTAINTY_MAPS if uncertainty and (name != "mutual_information" or mc_samples)]
+    ranges = uncertainty_ranges(config.num_classes)
     files, skipped = list_image_files(inputs)
     for path, reason in skipped:
         print(f"skipped: {path}: {reason}", flush=True)
     os.makedirs(output_dir, exist_ok=True)
-    written, used_stems = [], set()
+    written, used_stems, segmented = [], set(), 0
+    if maps:
+        written.extend(write_uncertainty_scale(output_dir, config.num_classes, maps))
     for path in files:
         try:
-            image, classes = predictor.classes_of_file(path)
+            image = read_image_file(path)
+            if maps or probabilities:
+                results = {key: value[0].numpy() for key, value in predictor.uncertainty(image[None]).items()}
+                classes = results["probabilities"].argmax(axis=-1).astype(np.uint8)
+            else:
+                results, classes = {}, predictor.classes(image[None])[0].numpy()
         except ValueError as error:
             skipped.append((path, str(error)))
             print(f"skipped: {error}", flush=True)
@@ -69,8 +103,15 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         atomic_write_png(outputs[0], classes)
         if overlay:
             outputs.append(os.path.join(output_dir, f"{stem}_overlay.png"))
-            atomic_write_png(outputs[1], blend(image, classes, palette))
+            atomic_write_png(outputs[-1], blend(image, classes, palette))
+        for name in maps:
+            outputs.append(os.path.join(output_dir, stem + UNCERTAINTY_MAPS[name][0]))
+            atomic_write_png(outputs[-1], heat_map(results[name], *ranges[name]))
+        if probabilities:
+            outputs.append(os.path.join(output_dir, f"{stem}_probabilities.npz"))
+            _write_probabilities(outputs[-1], results["probabilities"], config.class_names)
         written.extend(outputs)
         if verbose:
             print(f"{path} -> {', '.join(outputs)}", flush=True)
-    return {"written": written, "skipped": skipped}
+        segmented += 1
+    return {"written": written, "skipped": skipped, "segmented": segmented}

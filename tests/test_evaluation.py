@@ -41,14 +41,22 @@ def _write_folder(root, count, rng, learnable=False):
     return labels_all, predicted_all
 
 
+CONFIDENCE = 0.7
+
+
 class _ClassFromRed:
-    """Stands in for `Predictor`: predicts the class encoded in the red channel."""
+    """Stands in for `Predictor`: predicts the class encoded in the red channel, with
+    probability CONFIDENCE (the rest spread over the other classes)."""
 
-    def __init__(self, model, image_size=None):
-        del model, image_size
+    tta, mc_samples = "none", 0
 
-    def classes(self, images):
-        return tf.cast(tf.round(images[..., 0] / RED_STEP), tf.uint8)
+    def __init__(self, model, image_size=None, **averaging):
+        del model, image_size, averaging
+
+    def probabilities(self, images):
+        classes = tf.cast(tf.round(images[..., 0] / RED_STEP), tf.int32)
+        return tf.one_hot(classes, NUM_CLASSES, on_value=CONFIDENCE,
+                          off_value=(1 - CONFIDENCE) / (NUM_CLASSES - 1))
 
 
 def _tiny_model():
@@ -79,6 +87,9 @@ def test_evaluate_matches_a_hand_count(tmp_path, monkeypatch):
     assert summary["mean_iou"] == pytest.approx(iou.mean())
     assert summary["avg_class_acc"] == pytest.approx((hits / truth_counts).mean())
     assert np.array(summary["confusion_matrix"]).sum() == pixels
+    # Every pixel has confidence 0.7: one calibration bin, whose gap is |accuracy - 0.7|.
+    assert summary["ece"] == pytest.approx(abs(hits.sum() / pixels - CONFIDENCE))
+    assert [row[2] for row in summary["reliability"]] == [pixels]
 
 
 def test_a_tiny_model_learns_a_synthetic_task(tmp_path):

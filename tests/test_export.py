@@ -215,6 +215,27 @@ def test_fixed_size_export_is_verified_at_the_images_own_size(fixed_size, tmp_pa
 
 
 @pytest.mark.slow
+def test_export_bakes_the_flip_average_in(fixed_size, tmp_path):
+    representative = tmp_path / "representative"
+    write_images(representative, block_images(3, size=(40, 56), seed=10)[0])
+    # Checked here against Predictor directly (the verification itself is tested above).
+    result = export.export_model(fixed_size, tmp_path / "out", tflite="fp32", representative_data=representative,
+                                 tta="flip", verify=False)
+    assert result.report["tta"] == "flip"
+    image = block_images(1, size=(40, 56), seed=11)[0][0]
+    served = tf.saved_model.load(str(result.saved_model_dir)).signatures["serving_default"](
+        images=tf.constant(image[None], tf.float32))["probabilities"].numpy()
+    flip = Predictor(fixed_size, tta="flip").probabilities(image[None]).numpy()
+    single = Predictor(fixed_size).probabilities(image[None]).numpy()
+    assert np.abs(served - flip).max() < 1e-4
+    assert np.abs(served - single).max() > 1e-3
+    interpreter = export.load_tflite(result.tflite_paths["fp32"])
+    on_phone = export.tflite_image_probabilities(interpreter)(image)
+    assert np.abs(on_phone - flip).max() < 1e-4
+    assert "horizontal mirror" in (result.output_dir / "serving.md").read_text()
+
+
+@pytest.mark.slow
 def test_every_exported_path_segments_like_reseg_predict(fixed_size, tmp_path):
     spec = importlib.util.spec_from_file_location("parity_bench", PARITY_BENCH)
     parity = importlib.util.module_from_spec(spec)

@@ -87,7 +87,7 @@ def default_output_dir(model):
 
 def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLITE_VARIANTS,
                  representative_data=None, version=None, verify=True, fail_on_mismatch=True,
-                 num_calibration_images=32, num_verification_images=4):
+                 num_calibration_images=32, num_verification_images=4, tta="none", mc_samples=0):
     """Exports a ReSeg model as a TF Serving SavedModel and TFLite files, and verifies them.
 
     Args:
@@ -107,6 +107,10 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             misses the bounds; `False` only reports it.
         num_calibration_images: images used to calibrate `int8`.
         num_verification_images: images compared with `reseg predict`.
+        tta: `"flip"` bakes the flip average (`reseg_tf.averaging`) into the SavedModel and every
+            TFLite model: twice the work per image, the answers of `reseg predict --tta flip`.
+        mc_samples: not exported (ValueError when > 0): the artifacts are deterministic, one
+            answer per image; average sub-networks with `reseg predict --mc-samples`.
 
     Returns:
         An `ExportResult`.
@@ -115,8 +119,17 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
 
     from reseg_tf.models import config_from_model
 
+    from reseg_tf.averaging import check_averaging
+
     model = load_reseg_model(model_or_path)
     config = config_from_model(model)
+    tta, _ = check_averaging(model, tta)
+    if mc_samples:
+        raise ValueError(
+            f"--mc-samples {mc_samples}: Monte Carlo dropout is not exported (the SavedModel and TFLite "
+            "models give one deterministic answer per image, and N sub-networks cost N times the "
+            "work on a phone); export with --tta flip and average sub-networks with "
+            "`reseg predict --mc-samples N`.")
     variants = parse_variants(tflite)
     size = resolve_image_size(model, image_size)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model)
@@ -140,27 +153,27 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     try:
         served = scratch / "saved_model"
         print(f"writing SavedModel version {version} ...")
-        write_serving_saved_model(model, served)
+        write_serving_saved_model(model, served, tta)
         tflite_dir = scratch / "tflite"
         tflite_dir.mkdir()
-        tflite_paths = convert_variants(model, variants, size, calibration, scratch, tflite_dir)
+        tflite_paths = convert_variants(model, variants, size, calibration, scratch, tflite_dir, tta)
 
         report = None
         if verify:
             sizes = sorted({f"{image.shape[0]}x{image.shape[1]}" for image in verification})
             print(f"verifying on {len(verification)} {'real' if files else 'synthetic'} images "
                   f"({', '.join(sizes)}) against reseg predict ...")
-            reference = reference_probabilities(model, verification)
+            reference = reference_probabilities(model, verification, tta=tta)
             rows = [verify_saved_model(served, model, verification, reference)]
             if tflite_paths and model_input_size(model) != size:  # any-size model: predict --image-size
-                reference = reference_probabilities(model, verification, size)
+                reference = reference_probabilities(model, verification, size, tta)
             rows += [verify_tflite(path, variant, verification, reference, size)
                      for variant, path in tflite_paths.items()]
             for row in rows:  # report the published locations, not the scratch ones
                 row["path"] = row["path"].replace(str(served), str(saved_model_root / str(version))).replace(
                     str(tflite_dir), str(tflite_root / str(version)))
             report = {
-                "model": model.name, "version": version, "image_size": list(size),
+                "model": model.name, "version": version, "image_size": list(size), "tta": tta,
                 "num_classes": config.num_classes, "class_names": list(config.class_names),
                 "verification_images": "real" if files else "synthetic",
                 "num_verification_images": len(verification),
@@ -182,9 +195,9 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
 
     final_tflite = {variant: tflite_root / str(version) / path.name for variant, path in tflite_paths.items()}
     write_serving_doc(output_dir / "serving.md", model.name, saved_model_root, config, size,
-                      fixed_size=model_input_size(model), version=version)
+                      fixed_size=model_input_size(model), version=version, tta=tta)
     if report is None:
-        report = {"model": model.name, "version": version, "image_size": list(size), "rows": [
+        report = {"model": model.name, "version": version, "image_size": list(size), "tta": tta, "rows": [
             {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}
     atomic_write_json(output_dir / "export_report.json", report)
     print(f"exported {model.name!r} version {version} to {output_dir}")

@@ -59,11 +59,12 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
     return twin, unrolled
 
 
-def serving_functions(model):
+def serving_functions(model, tta="none"):
     """`{signature: (tf.function body, input_signature)}` of the three signatures of `model`.
 
     The working size is `model`'s fixed input size (None: any size); every signature takes
-    images of any size and answers at their size.
+    images of any size and answers at their size. `tta="flip"` bakes the flip average in
+    (`reseg_tf.averaging`).
     """
     import tensorflow as tf
 
@@ -72,7 +73,7 @@ def serving_functions(model):
     working_size = model_input_size(model)
 
     def outputs(images):
-        probabilities = image_probabilities(model, images, working_size)
+        probabilities = image_probabilities(model, images, working_size, tta=tta)
         classes = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "classes": classes}
 
@@ -119,23 +120,26 @@ def write_archive(model, path, endpoints):
         archive.write_out(str(path), verbose=False)
 
 
-def write_serving_saved_model(model, path):
+def write_serving_saved_model(model, path, tta="none"):
     """Writes the three serving signatures of `model`'s CPU twin as a SavedModel at `path`."""
     twin, _ = export_twin(model)
-    write_archive(twin, path, serving_functions(twin))
+    write_archive(twin, path, serving_functions(twin, tta))
 
 
-def write_static_saved_model(model, path, image_size, unroll_rnns=True):
+def write_static_saved_model(model, path, image_size, unroll_rnns=True, tta="none"):
     """Writes a SavedModel whose `serving_default` takes float32 `(1, H, W, 3)`: the TFLite source.
 
-    With `unroll_rnns` (see `export_twin`) every variant converts, int8 included. Returns the
-    number of RNN layers unrolled.
+    With `unroll_rnns` (see `export_twin`) every variant converts, int8 included. `tta="flip"`
+    averages the image's and its mirror's probabilities in the graph. Returns the number of
+    RNN layers unrolled.
     """
     import tensorflow as tf
 
+    from reseg_tf.averaging import averaged_probabilities
+
     twin, unrolled = export_twin(model, (*image_size, 3), unroll_rnns)
     signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
-    write_archive(twin, path, {"serving_default": (lambda images: twin(images, training=False), signature)})
+    write_archive(twin, path, {"serving_default": (lambda images: averaged_probabilities(twin, images, tta), signature)})
     return unrolled
 
 

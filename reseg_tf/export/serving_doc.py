@@ -4,7 +4,7 @@ from pathlib import Path
 from reseg_tf.run_files import atomic_write_text
 
 
-def write_serving_doc(path, model_name, saved_model_root, config, image_size, fixed_size, version):
+def write_serving_doc(path, model_name, saved_model_root, config, image_size, fixed_size, version, tta="none"):
     """Writes `serving.md` for the latest export.
 
     Args:
@@ -15,6 +15,7 @@ def write_serving_doc(path, model_name, saved_model_root, config, image_size, fi
         image_size: `(h, w)` of the static TFLite models.
         fixed_size: the model's fixed input size, or None if it accepts any size.
         version: the SavedModel version just written.
+        tta: the test-time augmentation baked into the artifacts.
     """
     root = Path(saved_model_root).resolve()
     height, width = image_size
@@ -24,6 +25,10 @@ def write_serving_doc(path, model_name, saved_model_root, config, image_size, fi
                  "`reseg predict` gives them."
                  if fixed_size else
                  "The model accepts any image size and answers at the size of the images sent.")
+    if tta == "flip":
+        size_note += (" Flip test-time augmentation is built in: every artifact averages the class "
+                      "probabilities of each image and of its horizontal mirror (two passes per image), "
+                      "as `reseg predict --tta flip`.")
     classes = ", ".join(f"{i}={name}" for i, name in enumerate(config.class_names))
     text = f"""# Serving `{model_name}` with TF Serving
 

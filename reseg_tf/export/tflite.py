@@ -121,14 +121,15 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
     return output_path.stat().st_size
 
 
-def convert_variants(model, variants, image_size, calibration, scratch, tflite_dir):
+def convert_variants(model, variants, image_size, calibration, scratch, tflite_dir, tta="none"):
     """Converts every variant from one static `image_size` SavedModel of the unrolled twin
-    (written under `scratch`) into `tflite_dir`; returns `{variant: path}`."""
+    (written under `scratch`, with the `tta` average baked in) into `tflite_dir`; returns
+    `{variant: path}`."""
     paths = {}
     if not variants:
         return paths
     static = Path(scratch) / "static_unrolled"
-    unrolled = write_static_saved_model(model, static, image_size)
+    unrolled = write_static_saved_model(model, static, image_size, tta=tta)
     print(f"TFLite source: static {image_size[0]}x{image_size[1]} SavedModel, {unrolled} RNNs unrolled")
     for variant in variants:
         path = Path(tflite_dir) / f"{model.name}_{variant}.tflite"

@@ -24,15 +24,16 @@ FP32_MAX_PROB_DIFF = 1e-4
 MIN_AGREEMENT = {"fp16": 0.995, "dynamic": 0.97, "int8": 0.97}
 
 
-def reference_probabilities(model, images, image_size=None):
+def reference_probabilities(model, images, image_size=None, tta="none"):
     """float32 `(1, H, W, C)` per image, at its own size: what `reseg predict` computes.
 
     `image_size`: the size to run the model at, as `reseg predict --image-size` (default its
-    fixed input size; a model that accepts any size runs at each image's size).
+    fixed input size; a model that accepts any size runs at each image's size). `tta`: as
+    `reseg predict --tta`.
     """
     from reseg_tf.inference import Predictor
 
-    predictor = Predictor(model, image_size)
+    predictor = Predictor(model, image_size, tta=tta)
     return [predictor.probabilities(np.asarray(image)[np.newaxis]).numpy() for image in images]
 
 

@@ -34,6 +34,10 @@ class ReSegConfig:
         rnn, sweep_order, direction_mode, stack_sublayers: passed to every `ReNetLayer`.
         weight_decay: L2 coefficient on every trainable kernel (convolutions and the ReNet
             layers' input and recurrent weights; biases and batch norm excluded); 0 disables it.
+        dropout: dropout rate on the output of every ReNet (or `conv` context) layer; 0 (the
+            default) adds no layer. A model with dropout can average sub-networks at inference
+            (`--mc-samples`, see `reseg_tf.averaging`).
+        classifier_dropout: dropout rate on the features the 1x1 classifier reads; 0 adds no layer.
     """
 
     num_classes: int = 11
@@ -50,6 +54,8 @@ class ReSegConfig:
     direction_mode: str = "parallel"
     stack_sublayers: bool = True
     weight_decay: float = 0.0
+    dropout: float = 0.0
+    classifier_dropout: float = 0.0
 
     def __post_init__(self):
         # Normalise lists from JSON into tuples so configs compare and hash by value.
@@ -87,6 +93,11 @@ class ReSegConfig:
             raise ValueError(
                 f"`direction_mode` must be one of {DIRECTION_MODES}, got {self.direction_mode!r}."
             )
+        for field in ("dropout", "classifier_dropout"):
+            rate = getattr(self, field)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ValueError(f"`{field}` must be a rate in [0, 1), got {rate!r}.")
+            set_(self, field, float(rate))
         if not (self.weight_decay >= 0):
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
 

@@ -123,6 +123,8 @@ class ReSegModel(keras.Model):
                     2 * units, 3, strides=patch_size, padding="same", activation="relu",
                     kernel_regularizer=regularizer, name=f"conv_context_{index}",
                 )(x)
+                if config.dropout:
+                    x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
                 continue
             x = ReNetLayer(
                 units, patch_size=patch_size, rnn=config.rnn, sweep_order=config.sweep_order,
@@ -130,6 +132,8 @@ class ReSegModel(keras.Model):
                 kernel_regularizer=regularizer, recurrent_regularizer=regularizer,
                 name=f"renet_{index}",
             )(x)
+            if config.dropout:
+                x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
         for index, (filters, kernel_size) in enumerate(config.upsampling, start=1):
             x = keras.layers.Conv2DTranspose(
                 filters, kernel_size, strides=kernel_size, activation="relu",
@@ -137,6 +141,8 @@ class ReSegModel(keras.Model):
                 name=f"upsample_{index}",
             )(x)
         x = ResizeToReference(name="resize_to_input")([x, images])
+        if config.classifier_dropout:
+            x = keras.layers.Dropout(config.classifier_dropout, name="classifier_dropout")(x)
         x = keras.layers.Conv2D(
             config.num_classes, 1, kernel_regularizer=regularizer, name="classifier"
         )(x)
