@@ -55,8 +55,9 @@ def _read_pil_mask(convert):
     """In-graph reader of masks that need PIL (palette indices, which TF cannot decode)."""
 
     def read(path):
-        # Graph mode passes bytes, eager mode a 0-d bytes array.
-        with Image.open(np.asarray(path).item().decode()) as image:
+        # Graph mode passes bytes, eager mode a 0-d array of bytes (or of str, for a str path).
+        name = np.asarray(path).item()
+        with Image.open(name.decode() if isinstance(name, bytes) else name) as image:
             return convert(image).astype(np.int32)
 
     def read_in_graph(path):

@@ -167,6 +167,12 @@ def _add_train(subparsers):
     parser.add_argument("--cache-features", action="store_true",
                         help="run the frozen front end once, cache its features in OUTPUT/feature_cache/ "
                         "and train the rest on them (augmentation: feature-space flips only)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
+                        help="fine-tune: start from this trained ReSeg model; every layer whose name and "
+                        "weight shapes match is loaded (the classifier starts fresh when the class count "
+                        "differs); prints which layers were loaded and which are new")
+    parser.add_argument("--freeze-front-end", action="store_true",
+                        help="with --init-from: keep the loaded front end (VGG-shaped stem) fixed")
 
     def handler(args):
         from reseg_tf.run_files import OutputLockedError
@@ -184,6 +190,7 @@ def _add_train(subparsers):
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
             strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,
+            init_from=args.init_from, freeze_front_end=args.freeze_front_end or None,
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})

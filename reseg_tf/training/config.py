@@ -85,6 +85,12 @@ class TrainConfig:
             `OUTPUT/feature_cache/`, and train the rest of the model on them
             (`reseg_tf.training.feature_cache`). Gradients equal full-model training without
             augmentation; with `augment`, only left-right flips are applied, in feature space.
+        init_from: a trained ReSeg `.keras` file to start from (fine-tuning): every layer of the
+            new model whose name and weight shapes match one of its layers starts with its
+            weights; the rest (e.g. the classifier when the class count differs) start fresh
+            (`reseg_tf.training.init_from`). None: VGG weights or random initialisation.
+        freeze_front_end: with `init_from`, keep the loaded front end (the VGG-shaped stem and
+            its batch norm) fixed.
     """
 
     preset: str = "demo"
@@ -115,6 +121,8 @@ class TrainConfig:
     strategy: str = "default"
     time_budget: float = None
     cache_features: bool = False
+    init_from: str = None
+    freeze_front_end: bool = False
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name
@@ -161,6 +169,15 @@ class TrainConfig:
                              "cached for whole images).")
         if self.data_dir is not None:
             self.data_dir = os.path.abspath(os.fspath(self.data_dir))
+        if self.init_from is not None:
+            self.init_from = os.fspath(self.init_from)
+            if not os.path.isfile(self.init_from):
+                raise FileNotFoundError(f"--init-from {self.init_from}: no such model file; give a "
+                                        "trained ReSeg .keras file (e.g. saved_models/camvid/model.keras).")
+            if self.vgg_weights is not None:
+                raise ValueError("--init-from and --vgg-weights both set the starting weights; give one.")
+        if self.freeze_front_end and self.init_from is None:
+            raise ValueError("--freeze-front-end keeps a loaded front end fixed: it needs --init-from.")
 
     def identity(self):
         """The settings that define the run (compared when an unfinished run is resumed)."""

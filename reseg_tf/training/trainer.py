@@ -88,6 +88,13 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
             input_size = (None, None) if config.crop_size else image_size
             model = build_model(model_config, input_shape=(*input_size, 3), weights=config.vgg_weights,
                                 name=f"reseg_{config.preset}")
+            if config.init_from:
+                # A resumed run then restores its own weights from backup/ over these.
+                from reseg_tf.training.init_from import describe, freeze_front_end, load_matching_layers
+
+                loaded = load_matching_layers(model, config.init_from)
+                frozen = freeze_front_end(model) if config.freeze_front_end else None
+                print("\n".join(describe(loaded, config.init_from, frozen)), flush=True)
             fitted = model
             if config.cache_features:
                 fitted, train_data, val_data = make_feature_datasets(
