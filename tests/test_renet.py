@@ -2,6 +2,7 @@ import itertools
 
 import keras
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from helpers import assert_layer_round_trips
@@ -176,3 +177,27 @@ def test_bad_arguments(kwargs, message):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match="4D|ndim"):
         ReNetLayer(2)(np.zeros((2, 5, 3), "float32"))
+
+
+@pytest.mark.parametrize("implementation", ["keras", "fast"])
+@pytest.mark.parametrize("policy", ["float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"])
+def test_every_dtype_policy_builds_and_matches_float32(policy, implementation):
+    # Full low-precision policies used to fail at build: the orthogonal initializer's QR has no
+    # bfloat16 kernel. Weights are now drawn in float32 and cast.
+    x = np.random.default_rng(0).normal(size=(2, 6, 5, 3)).astype("float32")
+    reference = ReNetLayer(4, implementation="keras")
+    expected = reference(x).numpy()
+    layer = ReNetLayer(4, implementation=implementation, dtype=policy)
+    layer.build(x.shape)
+    assert layer.down.cell.recurrent_kernel.dtype == layer.variable_dtype
+    layer.set_weights(reference.get_weights())
+    with tf.GradientTape() as tape:
+        inputs = tf.cast(x, layer.compute_dtype)
+        tape.watch(inputs)
+        outputs = layer(inputs)
+        loss = tf.reduce_sum(tf.cast(outputs, tf.float32) ** 2)
+    assert outputs.dtype == layer.compute_dtype
+    tolerance = {"float32": 1e-5, "float16": 3e-3, "bfloat16": 3e-2}[layer.compute_dtype]
+    np.testing.assert_allclose(tf.cast(outputs, tf.float32).numpy(), expected, atol=tolerance)
+    gradients = tape.gradient(loss, layer.trainable_variables)
+    assert all(g is not None and bool(tf.reduce_all(tf.math.is_finite(tf.cast(g, tf.float32)))) for g in gradients)

@@ -18,6 +18,26 @@ FAST_IMPLEMENTATIONS = {"fast": "float32", "fast_bf16": "bfloat16"}
 IMPLEMENTATIONS = ("auto", "keras", *FAST_IMPLEMENTATIONS)
 
 
+@keras.saving.register_keras_serializable(package="reseg_tf")
+class InitializeInFloat32(keras.initializers.Initializer):
+    """Draws `initializer`'s values in float32 and casts them to the variable's dtype.
+
+    Some initializers have no low-precision kernel on the TensorFlow backend (the orthogonal
+    initializer's QR decomposition has none for bfloat16), so a layer under a full `bfloat16`
+    or `float16` dtype policy could not even be built; values drawn in float32 and rounded are
+    what a float32 model cast to that dtype would hold.
+    """
+
+    def __init__(self, initializer):
+        self.initializer = keras.initializers.get(initializer)
+
+    def __call__(self, shape, dtype=None):
+        return ops.cast(self.initializer(shape, dtype="float32"), dtype or "float32")
+
+    def get_config(self):
+        return {"initializer": keras.initializers.serialize(self.initializer)}
+
+
 def _as_pair(value, name):
     if isinstance(value, int):
         value = (value, value)
@@ -144,12 +164,9 @@ class ReNetLayer(keras.layers.Layer):
             self.units,
             return_sequences=True,
             go_backwards=go_backwards,
-            kernel_initializer=keras.initializers.get(
-                keras.initializers.serialize(self.kernel_initializer)
-            ),
-            recurrent_initializer=keras.initializers.get(
-                keras.initializers.serialize(self.recurrent_initializer)
-            ),
+            # A fresh copy per RNN (seeded initializers), drawn in float32 for any dtype policy.
+            kernel_initializer=InitializeInFloat32(keras.initializers.serialize(self.kernel_initializer)),
+            recurrent_initializer=InitializeInFloat32(keras.initializers.serialize(self.recurrent_initializer)),
             # Regularizers act on the RNN cells' variables, which both implementations use.
             kernel_regularizer=self.kernel_regularizer,
             recurrent_regularizer=self.recurrent_regularizer,
