@@ -121,6 +121,9 @@ def _verify_pair(source, image_path, mask_path, table, report, split):
     except tf.errors.OpError as error:
         report.problems.append(_decode_error(mask_path, error))
         return None
+    except ValueError as error:  # a Python mask reader's own message (e.g. unknown colours) names the file
+        report.problems.append(str(error))
+        return None
     if image_info.mode != "RGB":
         report.conversions[f"{image_info.mode} image converted to RGB"] += 1
     if not source.resize_image_to_mask and tuple(image.shape[:2]) != raw.shape:

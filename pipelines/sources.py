@@ -32,6 +32,7 @@ from PIL import Image
 
 from pipelines.files import BadFileError, inspect_image_file
 from pipelines.image_ops import decode_image, resize_image
+from pipelines.mask_formats import MASK_FORMATS, RGB_VOID_RAW, UNKNOWN_COLOR_MODES, read_class_palette, rgb_to_raw
 from pipelines.palettes import BINARY_PALETTE, CAMVID_PALETTE, default_palette
 from pipelines.splits import (ALL_SPLIT, DEFAULT_SPLIT_RATIOS, SPLIT_NAMES, listed_splits, pairs_by_stem,
                               read_split_list, require_dir, seeded_split)
@@ -158,11 +159,15 @@ class DataSource:
         mask_info = inspect_image_file(mask_path)
         if mask_info.mode not in self.mask_modes:
             raise BadFileError(f"{mask_path}: mask has PIL mode {mask_info.mode}; {self.name} masks "
-                               f"must be single-channel ({'/'.join(self.mask_modes)}) class indices")
+                               f"must be {self.mask_mode_hint()}")
         if not self.resize_image_to_mask and image_info.size != mask_info.size:
             raise BadFileError(f"{image_path}: image is {_hw(image_info.size)} but its mask "
                                f"{mask_path} is {_hw(mask_info.size)}")
         return image_info, mask_info
+
+    def mask_mode_hint(self):
+        """What a mask file must be, for the error about a wrong PIL mode."""
+        return f"single-channel ({'/'.join(self.mask_modes)}) class indices"
 
     def read_image(self, path):
         """In-graph: uint8 RGB (H, W, 3) from an image path (gray/palette/RGBA converted)."""
@@ -347,25 +352,54 @@ class OxfordFlowers17Source(_UnsplitSource):
 
 
 class FolderSource(DataSource):
-    """Any folder of images and single-channel masks with matching stems.
+    """Any folder of images and masks with matching stems.
 
     Layout: `data_dir/images/` + `data_dir/masks/` (split by `seeded_split`), or
     `data_dir/<split>/images/` + `data_dir/<split>/masks/` for each of train/val/test present,
     or split lists `data_dir/<split>.txt` (see the module docstring).
 
     Args:
-        num_classes: number of classes; mask values `0..num_classes-1`.
-        ignore_value: mask value meaning void (mapped to `num_classes`), or None if none.
-        class_names: optional names (default `class_0`, ...).
+        num_classes: number of classes; mask values `0..num_classes-1`. With
+            `mask_format="rgb"`, default (and must equal) the palette file's class count.
+        ignore_value: mask value meaning void (mapped to `num_classes`), or None if none
+            (`index` and `palette` masks).
+        class_names: optional names (default `class_0`, ...; the palette file's with `rgb`).
         palette: optional `(num_classes + 1, 3)` colors, last = void (default: generated).
         images_dir, masks_dir: subfolder names.
+        mask_format: `"index"` (single-channel class indices), `"palette"` (palette PNGs read
+            by index) or `"rgb"` (colour-coded masks, looked up in `palette_file`); see
+            `pipelines.mask_formats`.
+        palette_file: with `rgb`: CSV or JSON of `class_name, r, g, b` (a `void` row for
+            pixels to ignore).
+        unknown_colors: with `rgb`: `"error"` (default: the error lists the first colours not
+            in the palette file and a mask that has them) or `"void"` (ignore those pixels).
     """
 
     name = "folder"
 
     def __init__(self, data_dir, num_classes=None, ignore_value=255, class_names=None, palette=None,
                  images_dir="images", masks_dir="masks", split_ratios=DEFAULT_SPLIT_RATIOS,
-                 split_seed=0):
+                 split_seed=0, mask_format="index", palette_file=None, unknown_colors="error"):
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"--mask-format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+        if unknown_colors not in UNKNOWN_COLOR_MODES:
+            raise ValueError(f"--unknown-colors must be one of {', '.join(UNKNOWN_COLOR_MODES)}, got {unknown_colors!r}")
+        if (palette_file is not None) != (mask_format == "rgb"):
+            raise ValueError("--palette FILE goes with --mask-format rgb (colour-coded masks), and rgb masks need it")
+        self.mask_format, self.unknown_colors = mask_format, unknown_colors
+        self.class_palette = None
+        if mask_format == "rgb":
+            self.class_palette = read_class_palette(palette_file)
+            if num_classes is not None and int(num_classes) != self.class_palette.num_classes:
+                raise ValueError(f"--num-classes {num_classes} but the palette file {palette_file} lists "
+                                 f"{self.class_palette.num_classes} classes")
+            num_classes, ignore_value = self.class_palette.num_classes, RGB_VOID_RAW
+            class_names = class_names or self.class_palette.names
+            palette = palette if palette is not None else self.class_palette.display_palette()
+            self.mask_modes = ("RGB", "RGBA", "P")
+            self.read_raw_mask = _read_pil_mask(self._rgb_mask)
+        elif mask_format == "palette":
+            self.mask_modes = ("P",)
         if num_classes is None or int(num_classes) < 1 or int(num_classes) >= _RAW_VALUES - 1:
             raise ValueError(f"folder source needs num_classes between 1 and {_RAW_VALUES - 2}, "
                              f"got {num_classes!r}")
@@ -398,10 +432,26 @@ class FolderSource(DataSource):
         return SPLIT_NAMES + (ALL_SPLIT,)
 
     def options(self):
-        return {"num_classes": self.num_classes, "ignore_value": self.ignore_value,
-                "images_dir": self.images_dir, "masks_dir": self.masks_dir,
-                "split_ratios": self.split_ratios, "split_seed": self.split_seed,
-                "split_lists": self.split_lists}
+        options = {"num_classes": self.num_classes, "ignore_value": self.ignore_value,
+                   "images_dir": self.images_dir, "masks_dir": self.masks_dir,
+                   "split_ratios": self.split_ratios, "split_seed": self.split_seed,
+                   "split_lists": self.split_lists, "mask_format": self.mask_format}
+        if self.class_palette is not None:
+            options.update(palette_colors=self.class_palette.colors.tolist(),
+                           void_colors=self.class_palette.void_colors.tolist(), unknown_colors=self.unknown_colors)
+        return options
+
+    def mask_mode_hint(self):
+        if self.mask_format == "rgb":
+            return f"colour-coded RGB images ({'/'.join(self.mask_modes)}) with the colours of {self.class_palette.path}"
+        if self.mask_format == "palette":
+            return "palette (P mode) PNGs, read by palette index (--mask-format palette)"
+        return (f"single-channel ({'/'.join(self.mask_modes)}) class indices; for colour-coded masks use "
+                "--mask-format rgb --palette FILE")
+
+    def _rgb_mask(self, image):
+        return rgb_to_raw(np.asarray(image.convert("RGB")), self.class_palette, self.unknown_colors,
+                          image.filename)
 
     def _list_pairs(self, split):
         if self.has_split_dirs:
@@ -421,6 +471,8 @@ class FolderSource(DataSource):
         return table
 
     def describe_valid_values(self):
+        if self.mask_format == "rgb":
+            return f"the colours of {self.class_palette.path}"
         void = "none" if self.ignore_value is None else self.ignore_value
         return f"0..{self.num_classes - 1} (ignore value {void})"
 

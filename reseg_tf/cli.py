@@ -332,6 +332,7 @@ COMMANDS.extend([_add_train, _add_evaluate, _add_predict])
 
 def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
+    from pipelines.mask_formats import MASK_FORMATS, UNKNOWN_COLOR_MODES
     from pipelines.sources import SOURCES, OxfordFlowers17Source, WeizmannHorseSource
 
     # Not `choices`: get_source names the unknown dataset and lists the known ones.
@@ -343,6 +344,15 @@ def _add_data_source_flags(parser):
                         help="folder datasets: number of classes (mask values 0..N-1)")
     parser.add_argument("--ignore-value", default=None,
                         help="folder datasets: mask value meaning void, or 'none'; default: 255")
+    parser.add_argument("--mask-format", choices=MASK_FORMATS, default=None,
+                        help="folder datasets: index (single-channel class indices), palette (palette "
+                        "PNGs read by index) or rgb (colour-coded masks, with --palette); default: index")
+    parser.add_argument("--palette", default=None, metavar="FILE",
+                        help="folder datasets with --mask-format rgb: CSV or JSON of `class_name, r, g, b` "
+                        "rows in class order (a `void` row marks pixels to ignore)")
+    parser.add_argument("--unknown-colors", choices=UNKNOWN_COLOR_MODES, default=None,
+                        help="folder datasets with --mask-format rgb: colours not in --palette are an "
+                        "error (listing them and a mask that has them) or void; default: error")
     parser.add_argument("--images", choices=WeizmannHorseSource.IMAGE_FOLDERS, default=None,
                         help="weizmann_horse: which image folder to read; default: rgb")
     parser.add_argument("--variant", choices=OxfordFlowers17Source.VARIANTS, default=None,
@@ -353,13 +363,16 @@ def _add_data_source_flags(parser):
 def _data_source_options(args):
     """The source constructor options from the flags; refuses flags of another dataset."""
     flags = {"num_classes": ("folder", args.num_classes), "ignore_value": ("folder", args.ignore_value),
+             "mask_format": ("folder", args.mask_format), "palette_file": ("folder", args.palette),
+             "unknown_colors": ("folder", args.unknown_colors),
              "images": ("weizmann_horse", args.images), "variant": ("oxford_flowers17", args.variant)}
     options = {}
     for option, (dataset, value) in flags.items():
         if value is None:
             continue
         if dataset != args.dataset:
-            raise CliError(f"--{option.replace('_', '-')} applies to --dataset {dataset} only")
+            flag = {"palette_file": "palette"}.get(option, option).replace("_", "-")
+            raise CliError(f"--{flag} applies to --dataset {dataset} only")
         options[option] = value
     if "ignore_value" in options:
         text = options["ignore_value"]
