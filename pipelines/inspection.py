@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pipelines.class_weights import median_frequency_from_counts
 from pipelines.files import BadFileError
-from pipelines.palettes import colorize
+from pipelines.palettes import colorize, legend_strip
 from pipelines.progress import progress_bar
 from pipelines.sources import get_source
 
@@ -197,28 +197,12 @@ def _overlay_tile(image, labels, palette, alpha, caption, tile_size):
     return tile
 
 
-def _legend(names, palette, width):
-    rows = []
-    per_row = max(1, width // 140)
-    for start in range(0, len(names), per_row):
-        row = np.full((20, width, 3), 255, np.uint8)
-        for slot, index in enumerate(range(start, min(start + per_row, len(names)))):
-            x = slot * 140 + 4
-            color = tuple(int(c) for c in palette[index][::-1])
-            cv2.rectangle(row, (x, 4), (x + 12, 16), color, -1)
-            cv2.rectangle(row, (x, 4), (x + 12, 16), (0, 0, 0), 1)
-            cv2.putText(row, names[index], (x + 16, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                        cv2.LINE_AA)
-        rows.append(row)
-    return np.concatenate(rows, axis=0)
-
-
 def show_dataset(name, split, output, *, data_dir=None, count=8, columns=4, alpha=0.5,
-                 tile_width=240, overwrite=False, **source_options):
+                 tile_width=240, overwrite=False, legend=True, **source_options):
     """Writes a PNG grid of the first `count` examples of `split` with colored mask overlays.
 
     Tiles are the images blended with `source.palette` colors (void: the last color), captioned
-    with the file name, with a color legend below. The file is written atomically; an existing
+    with the file name, with a color legend (class names) below unless `legend=False`. The file is written atomically; an existing
     `output` is refused unless `overwrite=True`. Returns the output path.
     """
     if count < 1 or columns < 1:
@@ -247,8 +231,10 @@ def show_dataset(name, split, output, *, data_dir=None, count=8, columns=4, alph
     tiles += [blank] * (-len(tiles) % columns)
     grid = np.concatenate([np.concatenate(tiles[row:row + columns], axis=1)
                            for row in range(0, len(tiles), columns)], axis=0)
-    legend = _legend(list(source.class_names) + ["void"], source.palette, grid.shape[1])
-    encoded_ok, encoded = cv2.imencode(".png", np.concatenate([grid, legend], axis=0))
+    if legend:  # the grid is BGR (OpenCV order), the legend strip RGB
+        strip = legend_strip(list(source.class_names) + ["void"], source.palette, grid.shape[1])
+        grid = np.concatenate([grid, strip[..., ::-1]], axis=0)
+    encoded_ok, encoded = cv2.imencode(".png", grid)
     if not encoded_ok:
         raise ValueError(f"could not encode the PNG for {output}")
     directory = os.path.dirname(os.path.abspath(output))

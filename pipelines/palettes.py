@@ -27,3 +27,52 @@ def colorize(labels, palette):
     its last colour."""
     palette = np.asarray(palette, np.uint8)
     return palette[np.clip(np.asarray(labels), 0, len(palette) - 1)]
+
+
+def legend_strip(names, palette, width):
+    """uint8 RGB strip `(rows * 20, width, 3)`: a colour swatch and name per class, several per row."""
+    import cv2
+
+    rows = []
+    per_row = max(1, width // 140)
+    for start in range(0, len(names), per_row):
+        row = np.full((20, width, 3), 255, np.uint8)
+        for slot, index in enumerate(range(start, min(start + per_row, len(names)))):
+            x = slot * 140 + 4
+            color = tuple(int(c) for c in palette[index])
+            cv2.rectangle(row, (x, 4), (x + 12, 16), color, -1)
+            cv2.rectangle(row, (x, 4), (x + 12, 16), (0, 0, 0), 1)
+            cv2.putText(row, str(names[index]), (x + 16, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+        rows.append(row)
+    return np.concatenate(rows, axis=0)
+
+
+def draw_legend(image, names, palette):
+    """A copy of uint8 RGB `image` with a class legend (swatch + name per class) drawn in its
+    bottom-left corner on a light panel; the image keeps its size (long legends wrap into
+    columns and are cut at the image's edges)."""
+    import cv2
+
+    image = np.array(image, np.uint8, copy=True)
+    height, width = image.shape[:2]
+    scale = float(np.clip(height / 900, 0.3, 0.6))
+    line = max(8, int(round(34 * scale)))
+    text_width = max(cv2.getTextSize(str(name), cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for name in names)
+    column_width = line + text_width + line // 2
+    per_column = max(1, min(len(names), int(0.6 * height) // line))
+    columns = -(-len(names) // per_column)
+    panel_h, panel_w = min(height, per_column * line + line // 2), min(width, columns * column_width + line // 2)
+    top = height - panel_h
+    panel = image[top:, :panel_w].astype(np.float32)
+    image[top:, :panel_w] = np.round(0.25 * panel + 0.75 * 255).astype(np.uint8)
+    for index, name in enumerate(names):
+        x = line // 4 + (index // per_column) * column_width
+        y = top + line // 4 + (index % per_column) * line
+        swatch = line - line // 3
+        color = tuple(int(c) for c in palette[index])
+        cv2.rectangle(image, (x, y), (x + swatch, y + swatch), color, -1)
+        cv2.rectangle(image, (x, y), (x + swatch, y + swatch), (0, 0, 0), 1)
+        cv2.putText(image, str(name), (x + swatch + line // 4, y + swatch - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return image

@@ -292,16 +292,24 @@ def _add_evaluate(subparsers):
 
 def _add_predict(subparsers):
     parser = subparsers.add_parser(
-        "predict", help="Segment images: class-index PNGs (and color overlays) of any size.",
+        "predict", help="Segment images and videos: class-index PNGs, colour overlays, overlay videos.",
         description="Write OUTPUT/NAME.png (uint8 class indices at the image's size) for each image, "
-        "and OUTPUT/NAME_overlay.png with --overlay. Unreadable images are skipped with a message; "
-        "the exit code is then 1.",
+        "and OUTPUT/NAME_overlay.png with --overlay; OUTPUT/NAME_overlay.mp4 for each video. Unreadable "
+        "inputs are skipped with a message; the exit code is then 1.",
     )
     _add_model_flag(parser)
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, video files (.mp4, .avi, .mov, .mkv: NAME_overlay.mp4 is written "
+                        "at the video's frame rate and size) or folders of them")
     parser.add_argument("--output", required=True, help="folder for the predicted PNGs")
     parser.add_argument("--overlay", action="store_true",
                         help="also write color overlays (CamVid palette for 11 classes, black/white for 2)")
+    parser.add_argument("--legend", action="store_true",
+                        help="draw a class legend (the model's class names and colours) in the bottom-left "
+                        "corner of every overlay, images and videos")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="videos: segment one frame in N (the overlay video then runs at the source "
+                        "frame rate / N); default: 1")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="run the model at this size; default: the model's input size")
     parser.add_argument("--dataset", default=None,
@@ -318,10 +326,13 @@ def _add_predict(subparsers):
     def handler(args):
         from reseg_tf.prediction import predict
 
-        report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay,
+        report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay, legend=args.legend,
                          image_size=args.image_size, tta=args.tta, mc_samples=args.mc_samples,
-                         seed=args.mc_seed, uncertainty=args.uncertainty, probabilities=args.probabilities)
-        print(f"segmented {report['segmented']} image(s) into {args.output}; skipped {len(report['skipped'])}")
+                         seed=args.mc_seed, uncertainty=args.uncertainty, probabilities=args.probabilities,
+                         every=args.every)
+        videos = f" and {len(report['videos'])} video(s)" if report["videos"] else ""
+        print(f"segmented {report['segmented']} image(s){videos} into {args.output}; "
+              f"skipped {len(report['skipped'])}")
         return 1 if report["skipped"] else 0
 
     parser.set_defaults(handler=handler)
@@ -415,6 +426,8 @@ def _add_show_dataset(subparsers):
     parser.add_argument("--count", type=int, default=8, help="number of examples; default: 8")
     parser.add_argument("--columns", type=int, default=4, help="tiles per row; default: 4")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--legend", action=argparse.BooleanOptionalAction, default=True,
+                        help="a class colour legend below the grid; default: on")
 
     def handler(args):
         from pipelines import show_dataset
@@ -422,6 +435,7 @@ def _add_show_dataset(subparsers):
         try:
             path = show_dataset(args.dataset, args.split, args.output, data_dir=args.data_dir,
                                 count=args.count, columns=args.columns, overwrite=args.overwrite,
+                                legend=args.legend,
                                 **_data_source_options(args))
         except FileExistsError as error:
             raise CliError(str(error)) from error

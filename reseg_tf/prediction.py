@@ -26,7 +26,8 @@ from reseg_tf.model_io import load_reseg_model
 from reseg_tf.models import config_from_model
 from reseg_tf.inference import read_image_file
 from reseg_tf.run_files import atomic_write_bytes, atomic_write_png
-from reseg_tf.visualize import (UNCERTAINTY_MAPS, class_palette, heat_map, overlay as blend, uncertainty_ranges,
+from reseg_tf.video import is_video, segment_video
+from reseg_tf.visualize import (UNCERTAINTY_MAPS, heat_map, overlay_painter, uncertainty_ranges,
                                 write_uncertainty_scale)
 
 
@@ -46,13 +47,33 @@ def _write_probabilities(path, probabilities, class_names):
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _split_videos(inputs):
+    """`(video files, other inputs)`: videos given as files or found in given folders."""
+    from pipelines.files import IMAGE_SUFFIXES
+
+    videos, others = [], []
+    for entry in map(os.fspath, inputs):
+        if os.path.isfile(entry) and is_video(entry):
+            videos.append(entry)
+        elif os.path.isdir(entry):
+            names = sorted(name for name in os.listdir(entry) if not name.startswith("."))
+            found = [os.path.join(entry, name) for name in names if is_video(name)]
+            videos.extend(found)
+            if not found or any(name.lower().endswith(IMAGE_SUFFIXES) for name in names):
+                others.append(entry)  # a folder of videos only has no images to complain about
+        else:
+            others.append(entry)
+    return videos, others
+
+
 def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1, tta="none",
-            mc_samples=0, seed=0, uncertainty=False, probabilities=False):
+            mc_samples=0, seed=0, uncertainty=False, probabilities=False, legend=False, every=1):
     """Segments image files and writes class-index PNGs (and overlays) to `output_dir`.
 
     Args:
         model: a ReSeg Keras model or the path of its `.keras` file.
-        inputs: image files and/or directories (their images, not recursive).
+        inputs: image and video files and/or directories (their images and videos, not
+            recursive). A video `NAME.mp4` (`.avi`, `.mov`, `.mkv`) gives `NAME_overlay.mp4`.
         output_dir: where `NAME.png` / `NAME_overlay.png` go (created if needed).
         overlay: also write color overlays.
         image_size: `(height, width)` to run the model at (default: its input size); outputs
@@ -63,10 +84,13 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         seed: seed of the sub-networks' dropout masks.
         uncertainty: also write confidence / entropy (/ mutual information) heat maps.
         probabilities: also write the class probabilities as `NAME_probabilities.npz`.
+        legend: draw a class legend (names from the model's config) on every overlay.
+        every: videos: segment one frame in `every` (see `reseg_tf.video`).
 
     Returns:
-        A dict: `written` (paths), `skipped` (`(path, reason)` pairs) and `segmented` (the
-        number of images segmented). The CLI exits non-zero if anything was skipped.
+        A dict: `written` (paths), `skipped` (`(path, reason)` pairs), `segmented` (the
+        number of images segmented) and `videos` (`reseg_tf.video.segment_video`'s dict per
+        video, with its `path` and `output`). The CLI exits non-zero if anything was skipped.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -75,11 +99,16 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(f"output folder {os.fspath(output_dir)} is an existing file; give a folder")
     config = config_from_model(model)
-    palette = class_palette(config)
+    paint_overlay = overlay_painter(config, legend)
     predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
     maps = [name for name in UNCERTAINTY_MAPS if uncertainty and (name != "mutual_information" or mc_samples)]
     ranges = uncertainty_ranges(config.num_classes)
-    files, skipped = list_image_files(inputs)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"--every must be a whole number >= 1, got {every!r}.")
+    videos, others = _split_videos(inputs)
+    if legend and not overlay and not videos:
+        raise ValueError("--legend is drawn on overlays: add --overlay")
+    files, skipped = list_image_files(others) if others else ([], [])
     for path, reason in skipped:
         print(f"skipped: {path}: {reason}", flush=True)
     os.makedirs(output_dir, exist_ok=True)
@@ -103,7 +132,7 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         atomic_write_png(outputs[0], classes)
         if overlay:
             outputs.append(os.path.join(output_dir, f"{stem}_overlay.png"))
-            atomic_write_png(outputs[-1], blend(image, classes, palette))
+            atomic_write_png(outputs[-1], paint_overlay(image, classes))
         for name in maps:
             outputs.append(os.path.join(output_dir, stem + UNCERTAINTY_MAPS[name][0]))
             atomic_write_png(outputs[-1], heat_map(results[name], *ranges[name]))
@@ -114,4 +143,20 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         if verbose:
             print(f"{path} -> {', '.join(outputs)}", flush=True)
         segmented += 1
-    return {"written": written, "skipped": skipped, "segmented": segmented}
+    video_reports = []
+    for path in videos:
+        output = os.path.join(output_dir, f"{_output_stem(path, used_stems)}_overlay.mp4")
+        try:
+            report = segment_video(predictor, path, output, paint_overlay, every=every, verbose=verbose)
+        except ValueError as error:
+            skipped.append((path, str(error)))
+            print(f"skipped: {error}", flush=True)
+            continue
+        report.update(path=path, output=output)
+        video_reports.append(report)
+        written.append(output)
+        if verbose:
+            early = (f"; the video ended after {report['source_frames']} of the {report['expected_frames']} "
+                     "frames its header announces: the frames written are kept" if report["ended_early"] else "")
+            print(f"{path} -> {output}: {report['frames']} frames, {report['fps']:.1f} frames/s{early}", flush=True)
+    return {"written": written, "skipped": skipped, "segmented": segmented, "videos": video_reports}

@@ -34,6 +34,20 @@ def overlay(image, classes, palette, alpha=OVERLAY_ALPHA):
     return np.round(blended).astype(np.uint8)
 
 
+def overlay_painter(model_config, legend=False):
+    """A function `(uint8 RGB image, class map) -> overlay` in the model's class colours, with a
+    class legend (`pipelines.palettes.draw_legend`, names from the config) when `legend`."""
+    from pipelines.palettes import draw_legend
+
+    palette = class_palette(model_config)
+
+    def paint(image, classes):
+        blended = overlay(image, classes, palette)
+        return draw_legend(blended, model_config.class_names, palette) if legend else blended
+
+    return paint
+
+
 def write_prediction_strips(model, source, split, output_dir, count=4, image_size=None):
     """Writes `count` PNG strips `image | ground truth | prediction` of a split to `output_dir`.
 
