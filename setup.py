@@ -22,6 +22,10 @@ setup(
     include_package_data=True,
     package_data={"pipelines": ["data/**/*"], "reseg_tf": ["py.typed"]},
     install_requires=_requirements(),
+    extras_require={
+        # `reseg export --onnx` (Keras' model.export(format="onnx") uses tf2onnx; verification runs onnxruntime)
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
+    },
     entry_points={"console_scripts": ["reseg=reseg_tf.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -32,3 +32,30 @@ def resize_labels(labels, size):
     """Label maps (`(H, W)` or `(B, H, W)`) resized to `size` by nearest neighbour: every
     output value is one of the input's labels."""
     return tf.image.resize(labels[..., None], size, method="nearest")[..., 0]
+
+
+def _antialias_weights(input_size, output_size):
+    """`(output_size, input_size)` float32 weights of the antialiased bilinear (triangle
+    kernel) resize along one axis, as `tf.image.resize(..., antialias=True)` computes them:
+    half-pixel sample centres, a kernel widened by the downscale factor, rows normalised over
+    the taps inside the image."""
+    input_size = tf.cast(input_size, tf.float32)
+    inverse_scale = input_size / tf.cast(output_size, tf.float32)
+    kernel_scale = tf.maximum(inverse_scale, 1.0)
+    samples = (tf.range(tf.cast(output_size, tf.float32)) + 0.5) * inverse_scale
+    sources = tf.range(input_size) + 0.5
+    weights = tf.maximum(1.0 - tf.abs(sources[None, :] - samples[:, None]) / kernel_scale, 0.0)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def resize_image_by_matmul(images, size):
+    """`resize_image` as two matrix products (`(B, H, W, 3)` in, float32 out, same values up to
+    float rounding): the form ONNX converters accept, which have no antialiased-resize op."""
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    rows = _antialias_weights(shape[1], size[0])  # (h, H)
+    columns = _antialias_weights(shape[2], size[1])  # (w, W)
+    resized = tf.tensordot(rows, images, axes=[[1], [1]])  # (h, B, W, C)
+    resized = tf.tensordot(resized, columns, axes=[[2], [1]])  # (h, B, C, w)
+    resized = tf.transpose(resized, (1, 0, 3, 2))
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)

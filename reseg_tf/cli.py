@@ -79,6 +79,10 @@ def _add_export(subparsers):
                         "and verify on; default: the embedded CamVid sample, with a warning")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip reloading the artifacts and comparing them with reseg predict")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write DIR/onnx/<version>/<name>.onnx (images of any size in, probabilities "
+                        "at their size out, as the SavedModel) and verify it in onnxruntime; needs "
+                        "pip install -e \".[onnx]\"")
     _add_averaging_flags(parser, mc=False)
     parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
                         help="not exported (the artifacts answer deterministically): an error if > 0; "
@@ -92,7 +96,7 @@ def _add_export(subparsers):
                 args.model, args.output, image_size=args.image_size,
                 tflite=() if args.tflite.strip().lower() == "none" else args.tflite,
                 representative_data=args.representative_data, verify=not args.no_verify,
-                tta=args.tta, mc_samples=args.mc_samples,
+                tta=args.tta, mc_samples=args.mc_samples, onnx=args.onnx,
             )
         except TFLiteConversionError as error:
             raise CliError(str(error)) from error

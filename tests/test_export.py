@@ -11,6 +11,7 @@ from PIL import Image
 
 import reseg_tf
 from reseg_tf import cli, export
+from reseg_tf.export.onnx import onnx_available, onnx_probabilities, onnx_session, write_onnx
 from reseg_tf.inference import Predictor
 from reseg_tf.models import with_input_size
 
@@ -364,14 +365,32 @@ def test_int8_without_images_is_a_clear_error(trained, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out" / "saved_model").glob("[0-9]*"))
 
 
+@pytest.mark.skipif(not onnx_available(), reason='the onnx extra is not installed: pip install -e ".[onnx]"')
+def test_onnx_export_answers_like_reseg_predict_at_any_size(fixed_size, tmp_path):
+    path = write_onnx(fixed_size, tmp_path / "tiny.onnx", tta="flip")
+    images = list(block_images(2, size=(40, 56), seed=12)[0]) + list(block_images(1, size=(24, 40), seed=13)[0])
+    flip = export.reference_probabilities(fixed_size, images, tta="flip")
+    row = export.verify_onnx(path, images, flip)
+    assert row["passed"] and row["agreement"] >= 0.995, row
+    # The flip average is in the graph: far closer to predict --tta flip than to a single pass.
+    session = onnx_session(path)
+    answers = [onnx_probabilities(session, image) for image in images]
+    single = export.reference_probabilities(fixed_size, images)
+    to_flip = np.mean([np.abs(a - r).mean() for a, r in zip(answers, flip)])
+    to_single = np.mean([np.abs(a - r).mean() for a, r in zip(answers, single)])
+    assert to_flip < to_single / 10, (to_flip, to_single)
+
+
 def test_cli_export(trained, tmp_path, capsys):
     _, model_path, _ = trained
     output = tmp_path / "cli_out"
+    onnx = ["--onnx"] if onnx_available() else []
     code = cli.main(["export", "--model", str(model_path), "--output", str(output),
-                     "--image-size", "32", "32", "--tflite", "fp32", "--no-verify"])
+                     "--image-size", "32", "32", "--tflite", "fp32", "--no-verify", *onnx])
     assert code == 0
     assert (output / "saved_model" / "1" / "saved_model.pb").is_file()
     assert (output / "tflite" / "1" / "tiny_fp32.tflite").is_file()
+    assert (output / "onnx" / "1" / "tiny.onnx").is_file() == bool(onnx)
 
     assert cli.main(["export", "--model", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

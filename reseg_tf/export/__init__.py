@@ -44,8 +44,9 @@ from reseg_tf.export.saved_model import (OUTPUT_KEYS, SIGNATURES, check_version,
 from reseg_tf.export.serving_doc import write_serving_doc
 from reseg_tf.export.tflite import (TFLITE_VARIANTS, convert_tflite, convert_variants, load_tflite,
                                     parse_variants, tflite_image_probabilities, tflite_predict_fn)
+from reseg_tf.export.onnx import onnx_available, write_onnx
 from reseg_tf.export.verify import (FP32_MAX_PROB_DIFF, MIN_AGREEMENT, format_report_table,
-                                    reference_probabilities, verify_saved_model, verify_tflite)
+                                    reference_probabilities, verify_onnx, verify_saved_model, verify_tflite)
 from reseg_tf.model_io import load_reseg_model
 
 __all__ = [
@@ -55,8 +56,8 @@ __all__ = [
     "default_output_dir", "export_model", "export_saved_model", "export_twin", "find_images",
     "format_report_table", "load_images", "load_reseg_model", "load_tflite", "next_version",
     "parse_variants", "publish", "read_images", "reference_probabilities", "representative_files",
-    "resolve_image_size", "sample_data_dir", "saved_model_op_types", "serving_functions",
+    "onnx_available", "resolve_image_size", "sample_data_dir", "saved_model_op_types", "serving_functions",
     "spread_files", "synthetic_images", "tflite_image_probabilities", "tflite_predict_fn",
-    "verify_saved_model", "verify_tflite", "write_archive", "write_serving_doc",
+    "verify_onnx", "verify_saved_model", "verify_tflite", "write_archive", "write_onnx", "write_serving_doc",
     "write_serving_saved_model", "write_static_saved_model",
 ]

@@ -10,7 +10,7 @@ from reseg_tf.export.images import (load_images, read_images, representative_fil
 from reseg_tf.export.saved_model import check_version, publish, write_serving_saved_model
 from reseg_tf.export.serving_doc import write_serving_doc
 from reseg_tf.export.tflite import TFLITE_VARIANTS, convert_variants, parse_variants
-from reseg_tf.export.verify import (format_report_table, reference_probabilities, verify_saved_model,
+from reseg_tf.export.verify import (format_report_table, reference_probabilities, verify_onnx, verify_saved_model,
                                     verify_tflite)
 from reseg_tf.inference import model_input_size
 from reseg_tf.model_io import load_reseg_model
@@ -28,6 +28,7 @@ class ExportResult:
         version: the SavedModel version number written.
         saved_model_dir: `output_dir/saved_model/<version>`.
         tflite_paths: `{variant: path}` of the `.tflite` files.
+        onnx_path: the `.onnx` file, or None.
         image_size: `(H, W)` of the TFLite models.
         report: the verification report (also in `export_report.json`), or `None` without
             verification.
@@ -39,6 +40,7 @@ class ExportResult:
     tflite_paths: dict
     image_size: tuple
     report: dict = None
+    onnx_path: Path = None
 
 
 def resolve_image_size(model, image_size=None):
@@ -87,7 +89,8 @@ def default_output_dir(model):
 
 def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLITE_VARIANTS,
                  representative_data=None, version=None, verify=True, fail_on_mismatch=True,
-                 num_calibration_images=32, num_verification_images=4, tta="none", mc_samples=0):
+                 num_calibration_images=32, num_verification_images=4, tta="none", mc_samples=0,
+                 onnx=False):
     """Exports a ReSeg model as a TF Serving SavedModel and TFLite files, and verifies them.
 
     Args:
@@ -111,6 +114,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             TFLite model: twice the work per image, the answers of `reseg predict --tta flip`.
         mc_samples: not exported (ValueError when > 0): the artifacts are deterministic, one
             answer per image; average sub-networks with `reseg predict --mc-samples`.
+        onnx: also write `onnx/<version>/<name>.onnx` (`reseg_tf.export.onnx`; needs the `onnx`
+            extra) and verify it in onnxruntime.
 
     Returns:
         An `ExportResult`.
@@ -130,6 +135,10 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             "models give one deterministic answer per image, and N sub-networks cost N times the "
             "work on a phone); export with --tta flip and average sub-networks with "
             "`reseg predict --mc-samples N`.")
+    if onnx:
+        from reseg_tf.export.onnx import _require_onnx
+
+        _require_onnx()
     variants = parse_variants(tflite)
     size = resolve_image_size(model, image_size)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model)
@@ -146,9 +155,11 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     tflite_root = output_dir / "tflite"
     saved_model_root.mkdir(parents=True, exist_ok=True)
     version = check_version(saved_model_root, version)
-    if (tflite_root / str(version)).exists():
-        raise FileExistsError(f"TFLite folder {str(tflite_root / str(version))!r} already exists; "
-                              "refusing to overwrite it.")
+    onnx_root = output_dir / "onnx"
+    for root, kind in ((tflite_root, "TFLite"), (onnx_root, "ONNX")):
+        if (root / str(version)).exists():
+            raise FileExistsError(f"{kind} folder {str(root / str(version))!r} already exists; "
+                                  "refusing to overwrite it.")
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=saved_model_root))
     try:
         served = scratch / "saved_model"
@@ -157,21 +168,30 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
         tflite_dir = scratch / "tflite"
         tflite_dir.mkdir()
         tflite_paths = convert_variants(model, variants, size, calibration, scratch, tflite_dir, tta)
+        onnx_dir = scratch / "onnx"
+        onnx_path = None
+        if onnx:
+            from reseg_tf.export.onnx import write_onnx
+
+            print("writing ONNX ...")
+            onnx_path = write_onnx(model, onnx_dir / f"{model.name}.onnx", tta)
 
         report = None
         if verify:
             sizes = sorted({f"{image.shape[0]}x{image.shape[1]}" for image in verification})
             print(f"verifying on {len(verification)} {'real' if files else 'synthetic'} images "
                   f"({', '.join(sizes)}) against reseg predict ...")
-            reference = reference_probabilities(model, verification, tta=tta)
+            reference = served_reference = reference_probabilities(model, verification, tta=tta)
             rows = [verify_saved_model(served, model, verification, reference)]
             if tflite_paths and model_input_size(model) != size:  # any-size model: predict --image-size
                 reference = reference_probabilities(model, verification, size, tta)
             rows += [verify_tflite(path, variant, verification, reference, size)
                      for variant, path in tflite_paths.items()]
+            if onnx_path is not None:
+                rows.append(verify_onnx(onnx_path, verification, served_reference))
             for row in rows:  # report the published locations, not the scratch ones
                 row["path"] = row["path"].replace(str(served), str(saved_model_root / str(version))).replace(
-                    str(tflite_dir), str(tflite_root / str(version)))
+                    str(tflite_dir), str(tflite_root / str(version))).replace(str(onnx_dir), str(onnx_root / str(version)))
             report = {
                 "model": model.name, "version": version, "image_size": list(size), "tta": tta,
                 "num_classes": config.num_classes, "class_names": list(config.class_names),
@@ -190,6 +210,10 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
         publish(served, saved_model_root / str(version))
         tflite_root.mkdir(exist_ok=True)
         publish(tflite_dir, tflite_root / str(version))
+        if onnx_path is not None:
+            onnx_root.mkdir(exist_ok=True)
+            publish(onnx_dir, onnx_root / str(version))
+            onnx_path = onnx_root / str(version) / onnx_path.name
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -203,4 +227,4 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     print(f"exported {model.name!r} version {version} to {output_dir}")
     return ExportResult(output_dir=output_dir, version=version,
                         saved_model_dir=saved_model_root / str(version),
-                        tflite_paths=final_tflite, image_size=size, report=report)
+                        tflite_paths=final_tflite, image_size=size, report=report, onnx_path=onnx_path)

@@ -22,6 +22,9 @@ from reseg_tf.export.tflite import load_tflite, tflite_image_probabilities
 # Verification bounds from the export spec.
 FP32_MAX_PROB_DIFF = 1e-4
 MIN_AGREEMENT = {"fp16": 0.995, "dynamic": 0.97, "int8": 0.97}
+# ONNX resizes to the working size by matrix products (no antialiased-resize op): a pixel in a
+# few thousand can round one value apart, so it is held to an agreement bound.
+ONNX_MIN_AGREEMENT = 0.995
 
 
 def reference_probabilities(model, images, image_size=None, tta="none"):
@@ -199,6 +202,25 @@ def verify_tflite(path, variant, images, reference, image_size, num_threads=None
             problems.append(f"max |prob diff| {row['max_prob_diff']:.2e} >= {FP32_MAX_PROB_DIFF:g}")
         if variant in MIN_AGREEMENT and row["agreement"] < MIN_AGREEMENT[variant]:
             problems.append(f"argmax agreement {row['agreement']:.2%} < {MIN_AGREEMENT[variant]:.1%}")
+    row.update(passed=not problems, problems=problems)
+    return row
+
+
+def verify_onnx(path, images, reference):
+    """Runs an exported `.onnx` in onnxruntime on `images` (any size) and compares it with
+    `reference` (`reference_probabilities` with the export's `tta`); returns a report row."""
+    from reseg_tf.export.onnx import onnx_probabilities, onnx_session
+
+    session = onnx_session(path)
+    probabilities, latency = _timed(lambda image: onnx_probabilities(session, image), images)
+    problems = []
+    row = {"artifact": "onnx", "path": str(path), "size_bytes": Path(path).stat().st_size,
+           "latency_ms": latency * 1000, "max_prob_diff": _max_diff("onnx", probabilities, reference, problems),
+           "agreement": None}
+    if row["max_prob_diff"] is not None:
+        row["agreement"] = _agreement(probabilities, reference)
+        if row["agreement"] < ONNX_MIN_AGREEMENT:
+            problems.append(f"argmax agreement {row['agreement']:.2%} < {ONNX_MIN_AGREEMENT:.1%}")
     row.update(passed=not problems, problems=problems)
     return row
 
