@@ -34,7 +34,9 @@ def op_error_summary(error):
     cause = lines[0]
     if "assertion failed:" in cause:
         cause = cause.split("assertion failed:", 1)[1].strip()
-    return cause
+    # A Python reader's exception (tf.numpy_function) comes after tf.data's iterator path.
+    raised = re.search(r"\b(?:ValueError|BadFileError): (.*)", cause)
+    return raised.group(1) if raised else cause
 
 
 def _check_classes(model, source):

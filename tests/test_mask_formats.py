@@ -143,3 +143,17 @@ def test_option_errors(tmp_path):
         pipelines.get_source("folder", tmp_path / "data", num_classes=3, mask_format="rgb", palette_file=str(palette))
     with pytest.raises(ValueError, match="--mask-format must be one of"):
         pipelines.get_source("folder", tmp_path / "data", num_classes=3, mask_format="colour")
+
+
+def test_unknown_colours_stop_a_tf_data_pipeline_with_the_readers_message(tmp_path):
+    import tensorflow as tf
+
+    from reseg_tf.evaluation import op_error_summary
+
+    _write_rgb_dataset(tmp_path / "data", extra_color=(1, 2, 3))
+    palette = _write_palette_csv(tmp_path / "classes.csv")
+    source = pipelines.get_source("folder", tmp_path / "data", mask_format="rgb", palette_file=str(palette))
+    with pytest.raises(tf.errors.OpError) as error:
+        for _ in pipelines.make_dataset(source, "all", batch_size=2, shuffle=False):
+            pass
+    assert op_error_summary(error.value).startswith(str(tmp_path / "data" / "masks" / "s4.png") + ": colours not in")
