@@ -172,10 +172,15 @@ def _setting(value):
     return value
 
 
+AVERAGING_TABLE = os.path.join("averaging", "table.md")
+
+
 def write_report(run_dir, output_dir=None, max_strips=4, compare=None):
     """Writes `report.md` and its PNG figures for the run in `run_dir`; returns the report path.
 
     `compare`: `{label: run directory or metrics.json}` of other runs to show next to this one.
+    A table of averaged inference in `RUN_DIR/averaging/table.md` (written by
+    `benchmarks/averaging_bench.py --output-dir RUN_DIR/averaging`) is included as it is.
     """
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
@@ -244,6 +249,12 @@ def write_report(run_dir, output_dir=None, max_strips=4, compare=None):
     if compared:
         lines += ["## Compared runs", "", _comparison_table({"this run": metrics, **compared}), "",
                   "Per-class IoU of every run is in the per-class IoU figure below.", ""]
+    averaging = os.path.join(run_dir, AVERAGING_TABLE)
+    if os.path.isfile(averaging):
+        with open(averaging, encoding="utf-8") as handle:
+            lines += ["## Averaged inference", "", f"From `{AVERAGING_TABLE}` "
+                      "(`benchmarks/averaging_bench.py`): the same split through single passes, the flip "
+                      "average and Monte Carlo dropout.", "", handle.read().strip(), ""]
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", "",
               "## Per-class IoU", "", "![per-class IoU](class_iou.png)", ""]

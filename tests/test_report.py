@@ -53,6 +53,18 @@ def test_report_lists_the_recorded_settings(tmp_path):
     assert "random crops 180x240" in text and "learning-rate schedule cosine" in text
 
 
+def test_report_includes_the_averaging_table(tmp_path):
+    run_dir = tmp_path / "run"
+    _write_run(run_dir)
+    assert main(["report", str(run_dir)]) == 0
+    assert "Averaged inference" not in (run_dir / "report" / "report.md").read_text()
+    (run_dir / "averaging").mkdir()
+    (run_dir / "averaging" / "table.md").write_text("| model | inference | mean IoU |\n|---|---|---|\n| m | flip | 0.5 |\n")
+    assert main(["report", str(run_dir)]) == 0
+    text = (run_dir / "report" / "report.md").read_text()
+    assert "## Averaged inference" in text and "| m | flip | 0.5 |" in text
+
+
 def test_report_refuses_old_or_unfinished_runs(tmp_path, capsys):
     old = tmp_path / "old"
     _write_run(old, with_confusion=False)
