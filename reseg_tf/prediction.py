@@ -108,6 +108,8 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
     videos, others = _split_videos(inputs)
     if legend and not overlay and not videos:
         raise ValueError("--legend is drawn on overlays: add --overlay")
+    if videos and (maps or probabilities):
+        print("note: --uncertainty and --probabilities apply to images; videos get overlay videos", flush=True)
     files, skipped = list_image_files(others) if others else ([], [])
     for path, reason in skipped:
         print(f"skipped: {path}: {reason}", flush=True)
