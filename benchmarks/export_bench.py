@@ -7,7 +7,9 @@ size: its preset's training size) into a temporary folder with
 the same real images resized to that size as training resizes them (one warm-up call each) and
 prints one JSON line: per artifact, latency in ms per image (`latency_ms`), frames per second at
 the model's size (`fps`), file size (`size_mb`) and argmax agreement with Keras (`agreement`;
-meaningless for an untrained model, reported anyway). Paths are relative to the repository.
+meaningless for an untrained model, reported anyway) and, per TFLite file, where its bytes go
+(`size_breakdown`: constants, operator and tensor counts, tensor-name and quantization-parameter
+bytes). Paths are relative to the repository.
 
     python benchmarks/export_bench.py [--model PATH|preset:NAME] [--images DIR] [--repeats N]
 """
@@ -73,7 +75,7 @@ def main():
                "image_size": list(image_size), "images": os.path.relpath(images_dir, ROOT),
                "num_images": len(images),
                "repeats": args.repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-               "tf": tf.__version__, "latency_ms": {}, "fps": {}, "size_mb": {}, "agreement": {},
+               "tf": tf.__version__, "latency_ms": {}, "fps": {}, "size_mb": {}, "agreement": {}, "size_breakdown": {},
                "convert_s": None}
     with tempfile.TemporaryDirectory(prefix="reseg-export-bench-") as scratch:
         start = time.perf_counter()
@@ -102,6 +104,7 @@ def main():
             probabilities = np.concatenate(outputs)
             results["latency_ms"][f"tflite_{variant}"] = seconds * 1000
             results["size_mb"][f"tflite_{variant}"] = path.stat().st_size / 2**20
+            results["size_breakdown"][f"tflite_{variant}"] = export.tflite_size_breakdown(path)
             results["agreement"][f"tflite_{variant}"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
     results["fps"] = {name: 1000 / ms for name, ms in results["latency_ms"].items()}
     for key in ("latency_ms", "fps", "size_mb"):

@@ -250,6 +250,16 @@ def test_every_exported_path_segments_like_reseg_predict(fixed_size, tmp_path):
     assert agreement["tflite_fp32"] >= 0.99
 
 
+def test_size_breakdown_accounts_for_the_weights(trained, exported):
+    model, _, _ = trained
+    fp32 = export.tflite_size_breakdown(exported.tflite_paths["fp32"])
+    int8 = export.tflite_size_breakdown(exported.tflite_paths["int8"])
+    assert fp32["constant_bytes"] >= 4 * model.count_params()
+    assert int8["constant_bytes"] < fp32["constant_bytes"] / 2  # weights stored in 8 bits
+    assert int8["quantization_bytes"] > 0 == fp32["quantization_bytes"]
+    assert fp32["file_bytes"] > fp32["constant_bytes"] and fp32["operators"] > 0 and fp32["tensors"] > 0
+
+
 @pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
 def test_tflite_variant_loads_without_flex_and_agrees(trained, exported, variant):
     model, _, _ = trained

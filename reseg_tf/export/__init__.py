@@ -43,7 +43,8 @@ from reseg_tf.export.saved_model import (OUTPUT_KEYS, SIGNATURES, check_version,
                                          write_static_saved_model)
 from reseg_tf.export.serving_doc import write_serving_doc
 from reseg_tf.export.tflite import (TFLITE_VARIANTS, convert_tflite, convert_variants, load_tflite,
-                                    parse_variants, tflite_image_probabilities, tflite_predict_fn)
+                                    parse_variants, tflite_image_probabilities, tflite_predict_fn,
+                                    tflite_size_breakdown)
 from reseg_tf.export.onnx import onnx_available, write_onnx
 from reseg_tf.export.verify import (FP32_MAX_PROB_DIFF, MIN_AGREEMENT, format_report_table,
                                     reference_probabilities, verify_onnx, verify_saved_model, verify_tflite)
@@ -58,6 +59,7 @@ __all__ = [
     "parse_variants", "publish", "read_images", "reference_probabilities", "representative_files",
     "onnx_available", "resolve_image_size", "sample_data_dir", "saved_model_op_types", "serving_functions",
     "spread_files", "synthetic_images", "tflite_image_probabilities", "tflite_predict_fn",
+    "tflite_size_breakdown",
     "verify_onnx", "verify_saved_model", "verify_tflite", "write_archive", "write_onnx", "write_serving_doc",
     "write_serving_saved_model", "write_static_saved_model",
 ]

@@ -197,3 +197,27 @@ def tflite_image_probabilities(interpreter):
         return to_image_size(predict(working), np.shape(image)[:2]).numpy()
 
     return probabilities
+
+
+def tflite_size_breakdown(path):
+    """Where the bytes of a `.tflite` file go: `{file_bytes, constant_bytes, operators, tensors,
+    tensor_name_bytes, quantization_bytes}` (constants: weights and other constant buffers;
+    quantization: the per-tensor scale and zero-point arrays). An unrolled recurrence adds
+    operators and tensors per time step, whose metadata can outweigh the weights."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    tensors = [tensor for subgraph in model.subgraphs for tensor in subgraph.tensors]
+    quantization = 0
+    for tensor in tensors:
+        params = tensor.quantization
+        if params is not None:
+            quantization += sum(len(values) * 8 for values in (params.scale, params.zeroPoint) if values is not None)
+    return {
+        "file_bytes": Path(path).stat().st_size,
+        "constant_bytes": sum(len(buffer.data) for buffer in model.buffers if buffer.data is not None),
+        "operators": sum(len(subgraph.operators) for subgraph in model.subgraphs),
+        "tensors": len(tensors),
+        "tensor_name_bytes": sum(len(tensor.name or b"") for tensor in tensors),
+        "quantization_bytes": quantization,
+    }
