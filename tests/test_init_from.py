@@ -1,11 +1,12 @@
 """Fine-tuning from a trained model: `reseg train --init-from` and `load_matching_layers`."""
 import json
 
+import keras
 import numpy as np
 import pytest
 
 import reseg_tf
-from reseg_tf import cli
+from reseg_tf import cli, training
 from reseg_tf.training.init_from import freeze_front_end, load_matching_layers
 from pipelines_layouts import write_folder
 
@@ -56,22 +57,35 @@ def test_freeze_front_end_freezes_the_stem_only():
     assert model.get_layer("renet_1").trainable and model.get_layer("classifier").trainable
 
 
-def test_cli_fine_tunes_on_new_classes_and_records_it(tmp_path, capsys):
+class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_cli_fine_tunes_on_new_classes_records_it_and_resumes(tmp_path, capsys, monkeypatch):
     camvid = reseg_tf.build_model("demo", input_shape=(SIZE, SIZE, 3))  # 11 classes
     source = tmp_path / "camvid.keras"
     camvid.save(source)
     data = write_folder(tmp_path / "data", count=8, size=(SIZE, SIZE), num_classes=3)
     output = tmp_path / "tuned"
     args = ["train", "--preset", "demo", "--dataset", "folder", "--data-dir", data, "--num-classes", "3",
-            "--output", str(output), "--epochs", "1", "--image-size", str(SIZE), str(SIZE), "--batch-size", "2",
+            "--output", str(output), "--epochs", "2", "--image-size", str(SIZE), str(SIZE), "--batch-size", "2",
             "--no-augment", "--init-from", str(source), "--freeze-front-end"]
-    assert cli.main(args) == 0
+    make_callbacks = training.make_callbacks
+    monkeypatch.setattr(training.trainer, "make_callbacks",  # Ctrl-C once epoch 1 is backed up
+                        lambda *a, **k: make_callbacks(*a, **k) + [_InterruptAfterFirstEpoch()])
+    assert cli.main(args) == 130
     printed = capsys.readouterr().out
     assert "loaded 4 layer(s): renet_1, renet_2, upsample_1, upsample_2" in printed
     assert "classifier (shapes differ" in printed
     assert "Frozen front end: none" in printed
     settings = json.loads((output / "run.json").read_text())["settings"]
     assert settings["init_from"] == str(source) and settings["freeze_front_end"] is True
+
+    monkeypatch.setattr(training.trainer, "make_callbacks", make_callbacks)
+    assert cli.main(args) == 0  # the same command resumes from epoch 1's backup
+    assert "Resuming the unfinished run" in capsys.readouterr().out
+    assert [row["epoch"] for row in training.read_history(str(output / "history.csv"))] == [1, 2]
 
     other = _model(num_classes=4, vgg=True)  # another architecture: nothing matches
     other.save(tmp_path / "other.keras")

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import assert_layer_round_trips
 from reseg_tf import ReNetLayer
+from reseg_tf.layers.renet import InitializeInFloat32
 
 
 # ---------------------------------------------------------------- NumPy reference (independent)
@@ -157,7 +158,9 @@ def test_default_sublayers_are_cudnn_eligible():
         assert cell.activation is keras.activations.tanh
         assert cell.recurrent_activation is keras.activations.sigmoid
         assert cell.reset_after and cell.use_bias and cell.recurrent_dropout == 0 and not rnn.unroll
-        assert isinstance(cell.recurrent_initializer, keras.initializers.Orthogonal)
+        # Orthogonal, drawn in float32 whatever the dtype policy (the QR has no bfloat16 kernel).
+        assert isinstance(cell.recurrent_initializer, InitializeInFloat32)
+        assert isinstance(cell.recurrent_initializer.initializer, keras.initializers.Orthogonal)
 
 
 @pytest.mark.parametrize("kwargs,message", [
