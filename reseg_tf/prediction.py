@@ -26,7 +26,7 @@ from reseg_tf.model_io import load_reseg_model
 from reseg_tf.models import config_from_model
 from reseg_tf.inference import read_image_file
 from reseg_tf.run_files import atomic_write_bytes, atomic_write_png
-from reseg_tf.video import is_video, segment_video
+from reseg_tf.video import check_every, is_video, segment_video
 from reseg_tf.visualize import (UNCERTAINTY_MAPS, heat_map, overlay_painter, uncertainty_ranges,
                                 write_uncertainty_scale)
 
@@ -103,8 +103,7 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
     predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
     maps = [name for name in UNCERTAINTY_MAPS if uncertainty and (name != "mutual_information" or mc_samples)]
     ranges = uncertainty_ranges(config.num_classes)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"--every must be a whole number >= 1, got {every!r}.")
+    check_every(every)  # up front: segment_video's errors only skip one video
     videos, others = _split_videos(inputs)
     if legend and not overlay and not videos:
         raise ValueError("--legend is drawn on overlays: add --overlay")

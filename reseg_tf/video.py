@@ -22,6 +22,12 @@ def is_video(path):
     return os.fspath(path).lower().endswith(VIDEO_SUFFIXES)
 
 
+def check_every(every):
+    """ValueError unless `every` (segment one frame in `every`) is a whole number >= 1."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"--every must be a whole number >= 1, got {every!r}.")
+
+
 def _open_capture(path):
     import cv2
 
@@ -59,8 +65,7 @@ def segment_video(predictor, path, output_path, paint_overlay, every=1, verbose=
 
     from pipelines.progress import progress_bar
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"--every must be a whole number >= 1, got {every!r}.")
+    check_every(every)
     capture = _open_capture(path)
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open the video (not a video OpenCV can decode, or damaged)")
