@@ -43,7 +43,8 @@ def check_averaging(model, tta=None, mc_samples=0):
         raise ValueError(
             f"--mc-samples {mc_samples}: model {model.name!r} has no dropout layer (its config has "
             "dropout=0 and classifier_dropout=0), so all its sub-networks are the same network; "
-            "use a model trained with dropout (e.g. the camvid_scratch_dropout preset) or leave "
+            "use a model trained with dropout (e.g. the camvid_scratch_dropout or "
+            "camvid_scratch_dropout_last preset) or leave "
             "--mc-samples out.")
     return tta, mc_samples
 

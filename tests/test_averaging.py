@@ -85,6 +85,27 @@ def test_dropout_is_off_in_a_plain_call_and_saved_with_the_model(tmp_path):
     assert not any("dropout" in name for name in (layer.name for layer in plain.layers))
 
 
+def test_dropout_after_the_last_renet_layer_only(tmp_path):
+    model = _model(dropout=(0.0, 0.5))
+    assert [layer.name for layer in model.layers if "dropout" in layer.name] == ["dropout_2"]
+    images = tf.constant(_images(2))
+    passes = sampled_probabilities(model, images, 3).numpy()
+    assert np.abs(passes[0] - passes[1]).max() > 1e-3
+    model.save(tmp_path / "m.keras")
+    loaded = load_reseg_model(tmp_path / "m.keras")
+    assert loaded.reseg_config.dropout == (0.0, 0.5)
+    np.testing.assert_allclose(sampled_probabilities(loaded, images, 3), passes, atol=1e-6)
+    # The layers before the dropout ran once per image: renet_2's output is tiled, not recomputed.
+    calls = []
+    renet_1 = model.get_layer("renet_1")
+    original = renet_1.call
+    renet_1.call = lambda x, *a, **k: calls.append(x.shape[0]) or original(x, *a, **k)
+    sampled_probabilities(model, images, 3)
+    assert calls == [2]
+    with pytest.raises(ValueError, match="one rate per layer"):
+        reseg_tf.ReSegConfig(renet=((4, (1, 1)),) * 2, dropout=(0.1, 0.2, 0.3))
+
+
 @pytest.mark.parametrize("rate", [-0.1, 1.0, True, "0.5"])
 def test_bad_dropout_rates_are_refused(rate):
     with pytest.raises(ValueError, match="dropout"):

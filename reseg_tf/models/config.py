@@ -34,9 +34,11 @@ class ReSegConfig:
         rnn, sweep_order, direction_mode, stack_sublayers: passed to every `ReNetLayer`.
         weight_decay: L2 coefficient on every trainable kernel (convolutions and the ReNet
             layers' input and recurrent weights; biases and batch norm excluded); 0 disables it.
-        dropout: dropout rate on the output of every ReNet (or `conv` context) layer; 0 (the
-            default) adds no layer. A model with dropout can average sub-networks at inference
-            (`--mc-samples`, see `reseg_tf.averaging`).
+        dropout: dropout rate on the output of every ReNet (or `conv` context) layer, or one
+            rate per layer (e.g. `(0.0, 0.5)`: after the last one only, so that sub-model
+            averaging repeats only the layers after it); 0 (the default) adds no layer. A model
+            with dropout can average sub-networks at inference (`--mc-samples`, see
+            `reseg_tf.averaging`).
         classifier_dropout: dropout rate on the features the 1x1 classifier reads; 0 adds no layer.
     """
 
@@ -93,13 +95,31 @@ class ReSegConfig:
             raise ValueError(
                 f"`direction_mode` must be one of {DIRECTION_MODES}, got {self.direction_mode!r}."
             )
-        for field in ("dropout", "classifier_dropout"):
-            rate = getattr(self, field)
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-                raise ValueError(f"`{field}` must be a rate in [0, 1), got {rate!r}.")
-            set_(self, field, float(rate))
+        set_(self, "classifier_dropout", self._rate(self.classifier_dropout, "classifier_dropout"))
+        if isinstance(self.dropout, (list, tuple)):
+            if len(self.dropout) != len(self.renet):
+                raise ValueError(
+                    f"`dropout` lists {len(self.dropout)} rates but the model has "
+                    f"{len(self.renet)} ReNet layers; give one rate per layer or a single rate.")
+            set_(self, "dropout", tuple(self._rate(r, "dropout") for r in self.dropout))
+        else:
+            set_(self, "dropout", self._rate(self.dropout, "dropout"))
         if not (self.weight_decay >= 0):
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
+
+    @staticmethod
+    def _rate(rate, field):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"`{field}` must be a rate in [0, 1) (or, for `dropout`, one per "
+                             f"ReNet layer), got {rate!r}.")
+        return float(rate)
+
+    @property
+    def dropout_rates(self):
+        """The dropout rate after each ReNet (or `conv` context) layer, in order."""
+        if isinstance(self.dropout, tuple):
+            return self.dropout
+        return (self.dropout,) * len(self.renet)
 
     @staticmethod
     def _layer_spec(spec, field, size_name, window_name):

@@ -67,6 +67,15 @@ PRESETS = {
                     vgg_filters=(32, 64, 128), vgg_batch_norm=True, dropout=0.3,
                     renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
     ),
+    "camvid_scratch_dropout_last": dict(
+        description="camvid_scratch with dropout 0.5 on the output of the last ReNet layer only: "
+        "sub-model averaging (--mc-samples) repeats only the upsampling and the classifier; "
+        "same weights' shapes as camvid_scratch.",
+        image_size=(180, 240),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
+                    vgg_filters=(32, 64, 128), vgg_batch_norm=True, dropout=(0.0, 0.5),
+                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+    ),
     "horse_scratch": dict(
         description="Weizmann Horse from scratch on a CPU (no ImageNet weights): camvid_scratch's "
         "half-width VGG16-shaped front end with batch norm, trained; ReNet 64+64 units (1x1 "

@@ -117,14 +117,15 @@ class ReSegModel(keras.Model):
         x = ImagePreprocessing("vgg" if config.use_vgg else "unit", name="preprocess")(images)
         if config.use_vgg:
             x = _vgg_front_end(x, config, regularizer)
-        for index, (units, patch_size) in enumerate(config.renet, start=1):
+        for index, ((units, patch_size), rate) in enumerate(
+                zip(config.renet, config.dropout_rates), start=1):
             if config.context == "conv":
                 x = keras.layers.Conv2D(
                     2 * units, 3, strides=patch_size, padding="same", activation="relu",
                     kernel_regularizer=regularizer, name=f"conv_context_{index}",
                 )(x)
-                if config.dropout:
-                    x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
+                if rate:
+                    x = keras.layers.Dropout(rate, name=f"dropout_{index}")(x)
                 continue
             x = ReNetLayer(
                 units, patch_size=patch_size, rnn=config.rnn, sweep_order=config.sweep_order,
@@ -132,8 +133,8 @@ class ReSegModel(keras.Model):
                 kernel_regularizer=regularizer, recurrent_regularizer=regularizer,
                 name=f"renet_{index}",
             )(x)
-            if config.dropout:
-                x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
+            if rate:
+                x = keras.layers.Dropout(rate, name=f"dropout_{index}")(x)
         for index, (filters, kernel_size) in enumerate(config.upsampling, start=1):
             x = keras.layers.Conv2DTranspose(
                 filters, kernel_size, strides=kernel_size, activation="relu",
