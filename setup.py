@@ -25,6 +25,9 @@ setup(
     extras_require={
         # `reseg export --onnx` (Keras' model.export(format="onnx") uses tf2onnx; verification runs onnxruntime)
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
+        # benchmarks/renet_bench.py's PyTorch peer only (the version its figures were measured
+        # with); never needed to run or test the package
+        "bench": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["reseg=reseg_tf.cli:main"]},
     classifiers=[

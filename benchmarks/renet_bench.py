@@ -12,6 +12,12 @@ Paths:
 - `bf16`: `ReNetLayer(implementation="fast_bf16")` (bfloat16 matmuls: fast only where the CPU
   has bf16 instructions, e.g. AVX512_BF16 or AMX; much slower elsewhere).
 
+- `torch` (only when PyTorch is importable: `pip install -e ".[bench]"`): the same layer in
+  PyTorch, built the way public PyTorch ReSeg ports build it: `nn.GRU(bidirectional=True)` over
+  the folded columns, then over the folded rows, with the same weights (gate rows reordered from
+  Keras' z, r, h to PyTorch's r, z, n), timed in the same loop. PyTorch is never a runtime or
+  test dependency.
+
 `fastest_mode` is the `implementation` whose path has the lowest fwd+bwd median in this run
 (`fastest_mode_fwd`: lowest forward median); `speedup_*_fastest` and `max_rel_diff_fastest`
 are that path's.
@@ -70,6 +76,53 @@ class StockReNet(keras.layers.Layer):
                                                    (self.rows, (renet.right, renet.left))):
             bidirectional.forward_layer.set_weights(forward.get_weights())
             bidirectional.backward_layer.set_weights(backward.get_weights())
+
+
+def torch_peer(renet, steps_input, cotangent):
+    """`(forward, forward_backward, output)` of the PyTorch twin of a 1x1-patch `renet` layer,
+    or None when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+
+    units = renet.units
+
+    def gru_from(forward, backward):
+        gru = torch.nn.GRU(forward.cell.kernel.shape[0], units, batch_first=True, bidirectional=True)
+        with torch.no_grad():
+            for suffix, rnn in (("", forward), ("_reverse", backward)):
+                kernel, recurrent, bias = (np.asarray(w) for w in rnn.get_weights())
+                # Keras gate columns (z, r, h) -> PyTorch gate rows (r, z, n).
+                order = lambda m: np.concatenate([m[..., units:2 * units], m[..., :units], m[..., 2 * units:]], axis=-1)  # noqa: E731
+                getattr(gru, f"weight_ih_l0{suffix}").copy_(torch.from_numpy(order(kernel).T.copy()))
+                getattr(gru, f"weight_hh_l0{suffix}").copy_(torch.from_numpy(order(recurrent).T.copy()))
+                getattr(gru, f"bias_ih_l0{suffix}").copy_(torch.from_numpy(order(bias[0]).copy()))
+                getattr(gru, f"bias_hh_l0{suffix}").copy_(torch.from_numpy(order(bias[1]).copy()))
+        return gru
+
+    columns_gru, rows_gru = gru_from(renet.down, renet.up), gru_from(renet.right, renet.left)
+    x = torch.from_numpy(np.asarray(steps_input)).requires_grad_(True)
+    weight_cotangent = torch.from_numpy(np.asarray(cotangent))
+    parameters = [x, *columns_gru.parameters(), *rows_gru.parameters()]
+
+    def layer(x):
+        batch, height, width, channels = x.shape
+        columns = x.permute(0, 2, 1, 3).reshape(batch * width, height, channels)
+        y = columns_gru(columns)[0].reshape(batch, width, height, 2 * units)
+        rows = y.permute(0, 2, 1, 3).reshape(batch * height, width, 2 * units)
+        return rows_gru(rows)[0].reshape(batch, height, width, 2 * units)
+
+    def forward():
+        with torch.no_grad():
+            return layer(x).numpy()
+
+    def forward_backward():
+        loss = (layer(x) * weight_cotangent).sum()
+        grads = torch.autograd.grad(loss, parameters)
+        return float(sum(g.sum() for g in grads))
+
+    return forward, forward_backward, torch.__version__
 
 
 def matmul_gflop_fwd(shape):
@@ -137,6 +190,12 @@ def main():
     out_shape = (shape["batch"], shape["height"], shape["width"], 2 * shape["units"])
     cotangent = tf.constant(rng.normal(size=out_shape).astype("float32"))
     steps = {name: make_steps(layer, x, cotangent) for name, layer in paths.items()}
+    torch_steps = torch_peer(fp32, x, cotangent)
+    torch_version = None
+    if torch_steps is not None:
+        *torch_pair, torch_version = torch_steps
+        steps["torch"] = tuple(torch_pair)
+        paths["torch"] = None
     outputs = {name: np.asarray(fwd()) for name, (fwd, _) in steps.items()}
     for _, fwd_bwd in steps.values():
         fwd_bwd()  # traces
@@ -151,7 +210,7 @@ def main():
     gflop = {"fwd": matmul_gflop_fwd(shape), "fwd_bwd": 3 * matmul_gflop_fwd(shape)}
     scale = np.abs(outputs["reference"]).max()
     result = {"shape": shape, "repeats": repeats, "ceiling_gflops": round(ceiling, 1),
-              "matmul_gflop_fwd": round(gflop["fwd"], 2)}
+              "matmul_gflop_fwd": round(gflop["fwd"], 2), "torch": torch_version}
     for (name, kind), samples in times.items():
         median = statistics.median(samples)
         result[f"{name}_{kind}_s"] = round(median, 4)
@@ -159,7 +218,8 @@ def main():
         result[f"{name}_{kind}_gflops"] = round(gflop[kind] / median, 1)
         result[f"{name}_{kind}_fraction_of_ceiling"] = round(gflop[kind] / median / ceiling, 3)
     # Chosen from the unrounded medians of this run: no path is assumed to be the fastest.
-    fastest = {kind: min(paths, key=lambda name: statistics.median(times[name, kind]))
+    ours = [name for name in paths if name in IMPLEMENTATION_OF_PATH]
+    fastest = {kind: min(ours, key=lambda name: statistics.median(times[name, kind]))
                for kind in ("fwd", "fwd_bwd")}
     for kind in ("fwd", "fwd_bwd"):
         for name in ("fp32", "bf16", "fastest"):
@@ -169,7 +229,12 @@ def main():
             # Minimum times: less sensitive to other processes on a shared machine.
             result[f"speedup_{kind}_{name}_of_min"] = round(
                 result[f"reference_{kind}_min_s"] / result[f"{path}_{kind}_min_s"], 2)
-    for name in ("fp32", "bf16", "fastest"):
+        if "torch" in paths:  # ours vs the PyTorch peer (> 1: ours is faster)
+            for name in ("fp32", "bf16", "fastest"):
+                path = fastest[kind] if name == "fastest" else name
+                result[f"vs_torch_{kind}_{name}"] = round(
+                    result[f"torch_{kind}_s"] / result[f"{path}_{kind}_s"], 2)
+    for name in ("fp32", "bf16", "fastest") + (("torch",) if "torch" in paths else ()):
         path = fastest["fwd_bwd"] if name == "fastest" else name
         result[f"max_rel_diff_{name}"] = float(np.abs(outputs[path] - outputs["reference"]).max() / scale)
     result["fastest_mode"] = IMPLEMENTATION_OF_PATH[fastest["fwd_bwd"]]

@@ -29,21 +29,26 @@ def colorize(labels, palette):
     return palette[np.clip(np.asarray(labels), 0, len(palette) - 1)]
 
 
-def legend_strip(names, palette, width):
-    """uint8 RGB strip `(rows * 20, width, 3)`: a colour swatch and name per class, several per row."""
+def _draw_swatch(canvas, x, y, size, color, name, scale, text_gap):
+    """Draws one legend entry in place: a black-framed `size` square of `color` at `(x, y)` and
+    `name` beside it (OpenCV text at `scale`, `text_gap` pixels to the right of the square)."""
     import cv2
 
+    color = tuple(int(c) for c in color)
+    cv2.rectangle(canvas, (x, y), (x + size, y + size), color, -1)
+    cv2.rectangle(canvas, (x, y), (x + size, y + size), (0, 0, 0), 1)
+    cv2.putText(canvas, str(name), (x + size + text_gap, y + size - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def legend_strip(names, palette, width):
+    """uint8 RGB strip `(rows * 20, width, 3)`: a colour swatch and name per class, several per row."""
     rows = []
     per_row = max(1, width // 140)
     for start in range(0, len(names), per_row):
         row = np.full((20, width, 3), 255, np.uint8)
         for slot, index in enumerate(range(start, min(start + per_row, len(names)))):
-            x = slot * 140 + 4
-            color = tuple(int(c) for c in palette[index])
-            cv2.rectangle(row, (x, 4), (x + 12, 16), color, -1)
-            cv2.rectangle(row, (x, 4), (x + 12, 16), (0, 0, 0), 1)
-            cv2.putText(row, str(names[index]), (x + 16, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            _draw_swatch(row, slot * 140 + 4, 4, 12, palette[index], names[index], 0.4, 4)
         rows.append(row)
     return np.concatenate(rows, axis=0)
 
@@ -69,10 +74,5 @@ def draw_legend(image, names, palette):
     for index, name in enumerate(names):
         x = line // 4 + (index // per_column) * column_width
         y = top + line // 4 + (index % per_column) * line
-        swatch = line - line // 3
-        color = tuple(int(c) for c in palette[index])
-        cv2.rectangle(image, (x, y), (x + swatch, y + swatch), color, -1)
-        cv2.rectangle(image, (x, y), (x + swatch, y + swatch), (0, 0, 0), 1)
-        cv2.putText(image, str(name), (x + swatch + line // 4, y + swatch - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        _draw_swatch(image, x, y, line - line // 3, palette[index], name, scale, line // 4)
     return image

@@ -13,9 +13,11 @@ one mask is shared by every image of a batch: the N sub-networks are a fixed, re
 ensemble, so an image gets the same answer alone or in any batch, and every run of
 `reseg evaluate --mc-samples N` gives the same figures.
 
-Cost: the layers before the first dropout layer (the front end and usually the first ReNet
-layer) run once per image (twice with flip); the batch is tiled N times there, so the rest runs
-as one batched call instead of N separate ones.
+Cost: the layers before the first dropout layer run once per image (twice with flip); the
+batch is tiled N times there, so the rest runs as one batched call instead of N separate ones.
+With dropout after every ReNet layer that is the front end and the first ReNet layer; with
+dropout after the last one only (`ReSegConfig(dropout=(0.0, rate))`, the
+`camvid_scratch_dropout_last` preset), only the upsampling and the classifier run N times.
 """
 import keras
 import tensorflow as tf

@@ -119,8 +119,11 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
     for path in files:
         try:
             image = read_image_file(path)
-            if maps or probabilities:
+            if maps:
                 results = {key: value[0].numpy() for key, value in predictor.uncertainty(image[None]).items()}
+                classes = results["probabilities"].argmax(axis=-1).astype(np.uint8)
+            elif probabilities:
+                results = {"probabilities": predictor.probabilities(image[None])[0].numpy()}
                 classes = results["probabilities"].argmax(axis=-1).astype(np.uint8)
             else:
                 results, classes = {}, predictor.classes(image[None])[0].numpy()

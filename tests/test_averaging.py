@@ -162,6 +162,14 @@ def test_predict_writes_uncertainty_maps_and_probabilities_at_the_image_size(tmp
     reseg_tf.predict(model, inputs / "im0.png", plain, verbose=0, uncertainty=True)
     assert sorted(p.name for p in plain.iterdir()) == [
         "im0.png", "im0_confidence.png", "im0_entropy.png", "uncertainty_scale.json", "uncertainty_scale.png"]
+    # --probabilities alone: the probabilities only, as the predictor gives them.
+    only = tmp_path / "only_probabilities"
+    reseg_tf.predict(model, inputs / "im0.png", only, verbose=0, tta="flip", probabilities=True)
+    assert sorted(p.name for p in only.iterdir()) == ["im0.png", "im0_probabilities.npz"]
+    image = np.asarray(Image.open(inputs / "im0.png"))[None]
+    with np.load(only / "im0_probabilities.npz") as saved:
+        np.testing.assert_allclose(saved["probabilities"][None],
+                                   Predictor(model, tta="flip").probabilities(image), atol=1e-6)
 
 
 def test_uncertainty_maps_are_consistent():

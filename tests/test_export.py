@@ -258,6 +258,8 @@ def test_size_breakdown_accounts_for_the_weights(trained, exported):
     assert int8["constant_bytes"] < fp32["constant_bytes"] / 2  # weights stored in 8 bits
     assert int8["quantization_bytes"] > 0 == fp32["quantization_bytes"]
     assert fp32["file_bytes"] > fp32["constant_bytes"] and fp32["operators"] > 0 and fp32["tensors"] > 0
+    # Internal tensor names are stripped (only the input's and the output's are left).
+    assert fp32["tensor_name_bytes"] < 200 and int8["tensor_name_bytes"] < 200, (fp32, int8)
 
 
 @pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)

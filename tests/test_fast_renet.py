@@ -188,3 +188,49 @@ def test_directions_in_one_loop_equal_separate_loops():
 
     for together, separate in zip(run(True), run(False)):
         np.testing.assert_allclose(together, separate, atol=1e-6)
+
+
+def test_unrolled_path_matches_keras_outputs_and_gradients():
+    images = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype("float32")
+    for sweep_order, direction_mode, stack_sublayers, patch_size in OPTIONS:
+        keras_layer, unrolled = _pair("unrolled", sweep_order=sweep_order, direction_mode=direction_mode,
+                                      stack_sublayers=stack_sublayers, patch_size=patch_size)
+        assert unrolled.effective_implementation == "unrolled"
+        expected = _outputs_and_gradients(keras_layer, images)
+        got = _outputs_and_gradients(unrolled, images)
+        names = ["output", "input_grad"] + [w.path for w in keras_layer.trainable_weights]
+        for name, e, g in zip(names, expected, got):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name} {sweep_order} {direction_mode} {stack_sublayers} {patch_size}")
+
+
+def test_unrolled_path_needs_a_static_size():
+    layer = ReNetLayer(3, implementation="unrolled")
+    traced = tf.function(layer, input_signature=[tf.TensorSpec([1, None, None, 2], tf.float32)])
+    with pytest.raises(ValueError, match="static number of steps"):
+        traced.get_concrete_function()
+    with pytest.raises(ValueError, match="implementation"):
+        ReNetLayer(3, rnn="lstm", implementation="unrolled")
+
+
+def test_unrolled_tflite_has_few_ops_per_step_and_no_internal_names(tmp_path):
+    from reseg_tf.export.saved_model import write_archive
+    from reseg_tf.export.tflite import convert_tflite, load_tflite, tflite_size_breakdown
+
+    height, width, channels = 6, 8, 3
+    inputs = keras.Input((height, width, channels), batch_size=1, name="features")
+    model = keras.Model(inputs, ReNetLayer(4, implementation="unrolled")(inputs))
+    signature = [tf.TensorSpec([1, height, width, channels], tf.float32, name="features")]
+    write_archive(model, tmp_path / "sm", {"serving_default": (lambda x: {"out": model(x)}, signature)})
+    convert_tflite(tmp_path / "sm", "fp32", tmp_path / "m.tflite")
+    breakdown = tflite_size_breakdown(tmp_path / "m.tflite")
+    steps = height + width  # vertical then horizontal sweep, both directions in each step
+    # 13 ops per step for both directions, plus ~20 per sweep (projections, layout, reversal);
+    # Keras' unrolled GRU layers take ~34 per step and direction (~950 here).
+    assert breakdown["operators"] <= 13 * steps + 20 * 2, breakdown
+    interpreter = load_tflite(tmp_path / "m.tflite")
+    input_details, output_details = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert breakdown["tensor_name_bytes"] == len(input_details["name"]) + len(output_details["name"]) > 0
+    x = np.random.default_rng(0).normal(size=(1, height, width, channels)).astype("float32")
+    runner = interpreter.get_signature_runner("serving_default")
+    np.testing.assert_allclose(runner(features=x)["out"], model(x), atol=1e-5)

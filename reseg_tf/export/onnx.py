@@ -26,7 +26,8 @@ def onnx_available():
     return all(importlib.util.find_spec(name) is not None for name in ("tf2onnx", "onnxruntime"))
 
 
-def _require_onnx():
+def require_onnx():
+    """Raises ValueError with the install command when tf2onnx or onnxruntime is missing."""
     if not onnx_available():
         raise ValueError("ONNX export needs tf2onnx and onnxruntime: pip install -e \".[onnx]\" "
                          "(or pip install tf2onnx onnxruntime)")
@@ -73,7 +74,7 @@ def write_onnx(model, path, tta="none"):
     through a temporary file and a rename. Returns `path`."""
     import tensorflow as tf
 
-    _require_onnx()
+    require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.tmp{os.getpid()}"
@@ -90,7 +91,7 @@ def write_onnx(model, path, tta="none"):
 
 def onnx_session(path):
     """An onnxruntime CPU session of an exported file."""
-    _require_onnx()
+    require_onnx()
     import onnxruntime
 
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -136,9 +136,9 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             "work on a phone); export with --tta flip and average sub-networks with "
             "`reseg predict --mc-samples N`.")
     if onnx:
-        from reseg_tf.export.onnx import _require_onnx
+        from reseg_tf.export.onnx import require_onnx
 
-        _require_onnx()
+        require_onnx()
     variants = parse_variants(tflite)
     size = resolve_image_size(model, image_size)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model)

@@ -30,10 +30,11 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
     Args:
         model: a ReSeg model.
         input_shape: `(H, W, 3)` of the twin; default the model's own.
-        unroll_rnns: run every ReNet layer on its stock Keras RNN layers
-            (`implementation="keras"`, not a CPU fast path's while-loop) and unroll every Keras
-            RNN (needs a static input shape): the int8 quantizer crashes on while-loops but
-            handles the unrolled steps.
+        unroll_rnns: unroll every recurrence (needs a static input shape): the int8
+            quantizer crashes on while-loops but handles unrolled steps. GRU ReNet layers run
+            on `implementation="unrolled"` (11 ops per step for both directions, see
+            `reseg_tf.layers.unrolled_rnn`); LSTM and SimpleRNN ones on their Keras layers
+            with `unroll=True`.
 
     Returns:
         The twin and the number of RNN layers unrolled.
@@ -41,16 +42,23 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
     import keras
 
     from reseg_tf.layers import ReNetLayer
+    from reseg_tf.layers.renet import UNROLLED
     from reseg_tf.models import with_input_size
 
     input_shape = tuple(input_shape or model.input_shape[1:])
     twin = with_input_size(model, input_shape[:2])
     unrolled = 0
     # Keras has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
-    for layer in twin._flatten_layers(include_self=False, recursive=True):
-        if unroll_rnns and isinstance(layer, ReNetLayer) and hasattr(layer, "implementation"):
-            layer.implementation = "keras"
-        if isinstance(layer, keras.layers.RNN):
+    layers = list(twin._flatten_layers(include_self=False, recursive=True))
+    hand_unrolled = set()  # the RNNs of ReNet layers that run their own unrolled GRU
+    for layer in layers:
+        if unroll_rnns and isinstance(layer, ReNetLayer):
+            layer.implementation = UNROLLED if layer.rnn == "gru" else "keras"
+            if layer.rnn == "gru":
+                hand_unrolled.update(id(rnn) for pair in layer.sweeps for rnn in pair)
+                unrolled += 4
+    for layer in layers:
+        if isinstance(layer, keras.layers.RNN) and id(layer) not in hand_unrolled:
             if hasattr(layer, "use_cudnn"):
                 layer.use_cudnn = False
             if unroll_rnns:

@@ -59,11 +59,34 @@ def _converter_for(saved_model_dir, variant, representative_images):
     return converter
 
 
+def strip_internal_tensor_names(content):
+    """`.tflite` bytes with the names of internal tensors removed.
+
+    The converter names every tensor after the TF ops it came from (long scoped names, tens of
+    bytes each); an unrolled recurrence has thousands of tensors, and in an int8 model their
+    names outweighed the weights. Names of the model's inputs and outputs, and the signatures,
+    are kept, so interpreters and signature runners see the same model.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _convert(saved_model_dir, variant, representative_images):
+    return strip_internal_tensor_names(_converter_for(saved_model_dir, variant, representative_images).convert())
+
+
 def _convert_worker_main():
     """Subprocess entry: argv = saved_model_dir variant output_path [images.npy]."""
     saved_model_dir, variant, output_path = sys.argv[1:4]
     images = np.load(sys.argv[4]) if len(sys.argv) > 4 else None
-    Path(output_path).write_bytes(_converter_for(saved_model_dir, variant, images).convert())
+    Path(output_path).write_bytes(_convert(saved_model_dir, variant, images))
 
 
 def convert_tflite(saved_model_dir, variant, output_path, representative_images=None,
@@ -91,7 +114,7 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
     isolate = variant == "int8" if isolate is None else isolate
     if not isolate:
         try:
-            content = _converter_for(saved_model_dir, variant, representative_images).convert()
+            content = _convert(saved_model_dir, variant, representative_images)
         except Exception as error:
             raise TFLiteConversionError(f"TFLite {variant} conversion failed: {error}") from error
         output_path.write_bytes(content)

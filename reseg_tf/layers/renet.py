@@ -4,6 +4,7 @@ import tensorflow as tf
 from keras import ops
 
 from reseg_tf.layers.fast_rnn import bidirectional_gru
+from reseg_tf.layers.unrolled_rnn import unrolled_bidirectional_gru
 
 RNN_CLASSES = {
     "gru": keras.layers.GRU,
@@ -14,8 +15,12 @@ SWEEP_ORDERS = ("vertical_first", "horizontal_first")
 DIRECTION_MODES = ("parallel", "stacked")
 # "fast" paths: matmul dtype of reseg_tf.layers.fast_rnn.bidirectional_gru.
 FAST_IMPLEMENTATIONS = {"fast": "float32", "fast_bf16": "bfloat16"}
+# The statically unrolled GRU (reseg_tf.layers.unrolled_rnn), the TFLite export source.
+UNROLLED = "unrolled"
 # Values of `ReNetLayer(implementation=...)`; flags that choose one take their choices from here.
-IMPLEMENTATIONS = ("auto", "keras", *FAST_IMPLEMENTATIONS)
+IMPLEMENTATIONS = ("auto", "keras", *FAST_IMPLEMENTATIONS, UNROLLED)
+# The implementations that read the GRU cells' weights directly (GRU only).
+GRU_ONLY_IMPLEMENTATIONS = (*FAST_IMPLEMENTATIONS, UNROLLED)
 
 
 @keras.saving.register_keras_serializable(package="reseg_tf")
@@ -91,9 +96,11 @@ class ReNetLayer(keras.layers.Layer):
             under the `mixed_bfloat16` policy; LSTM and SimpleRNN always use the Keras layers), `"keras"`
             (always the Keras RNN layers), `"fast"` (float32 CPU path, GRU only) or
             `"fast_bf16"` (the fast path with bfloat16 matmuls and float32 state: about 1e-2
-            relative error, for CPUs with AVX512_BF16/AMX). The fast paths compute in float32
-            under mixed-precision policies (weights read in the policy's compute dtype, output
-            cast back to it).
+            relative error, for CPUs with AVX512_BF16/AMX) or `"unrolled"` (GRU only, a static
+            input size: every step written out with 11 ops for both directions, the source of
+            TFLite exports, see `reseg_tf.layers.unrolled_rnn`). The fast and unrolled paths
+            compute in float32 under mixed-precision policies (weights read in the policy's
+            compute dtype, output cast back to it).
         kernel_regularizer: regularizer of the four RNNs' input weights (e.g. `L2(1e-3)`).
         recurrent_regularizer: regularizer of their recurrent weights.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, `trainable`).
@@ -135,7 +142,7 @@ class ReNetLayer(keras.layers.Layer):
             raise ValueError(
                 f"`implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}."
             )
-        if implementation in FAST_IMPLEMENTATIONS and rnn != "gru":
+        if implementation in GRU_ONLY_IMPLEMENTATIONS and rnn != "gru":
             raise ValueError(
                 f"`implementation={implementation!r}` supports only rnn='gru', got rnn={rnn!r}; "
                 "use implementation='auto' or 'keras'."
@@ -238,6 +245,8 @@ class ReNetLayer(keras.layers.Layer):
 
         `"auto"` is resolved as `call` resolves it (device, RNN type, compute dtype).
         """
+        if self.implementation == UNROLLED:
+            return UNROLLED
         matmul_dtype = self._fast_matmul_dtype()
         if matmul_dtype is None:
             return "keras"
@@ -253,7 +262,8 @@ class ReNetLayer(keras.layers.Layer):
         return FAST_IMPLEMENTATIONS.get(self.implementation)
 
     def _fast_sweep(self, x, rnn_pair, matmul_dtype):
-        """`_sweep` on the fast path: `x` is `(B, rows, cols, F)` float32."""
+        """`_sweep` on the fast path (or, with `matmul_dtype=None`, the unrolled one): `x` is
+        `(B, rows, cols, F)` float32."""
         forward, backward = rnn_pair
         # Time major: (steps, batch, lines, F), lines folded into the batch.
         vertical = forward is self.down
@@ -264,14 +274,17 @@ class ReNetLayer(keras.layers.Layer):
             tuple(tf.cast(w.value, tf.float32) for w in (rnn.cell.kernel, rnn.cell.recurrent_kernel, rnn.cell.bias))
             for rnn in rnn_pair
         ]
-        out = bidirectional_gru(sequences, *weights, stacked=self.direction_mode == "stacked",
-                                matmul_dtype=matmul_dtype)
+        stacked = self.direction_mode == "stacked"
+        if matmul_dtype is None:
+            out = unrolled_bidirectional_gru(sequences, *weights, stacked=stacked)
+        else:
+            out = bidirectional_gru(sequences, *weights, stacked=stacked, matmul_dtype=matmul_dtype)
         out = tf.reshape(out, tf.stack([shape[0], shape[1], shape[2], 2 * self.units]))
         return tf.transpose(out, (1, 0, 2, 3) if vertical else (1, 2, 0, 3))
 
     def call(self, inputs):
         matmul_dtype = self._fast_matmul_dtype()
-        if matmul_dtype is not None:
+        if matmul_dtype is not None or self.implementation == UNROLLED:
             patches = tf.cast(self._to_patches(inputs), tf.float32)
             first, second = self.sweeps
             if self.stack_sublayers:

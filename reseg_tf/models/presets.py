@@ -5,6 +5,14 @@ models themselves accept other sizes.
 """
 from reseg_tf.models.config import BINARY_CLASSES, CAMVID_CLASSES, ReSegConfig
 
+# The CPU-from-scratch architecture (no ImageNet weights): a VGG16-shaped front end at half
+# width with batch norm, trained; ReNet 64+64 units (1x1 patches); two 2x2 transposed convs of
+# 64 filters.
+_SCRATCH = dict(use_vgg=True, freeze_vgg=False, vgg_filters=(32, 64, 128), vgg_batch_norm=True,
+                renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2))))
+_CAMVID_SCRATCH = dict(_SCRATCH, num_classes=11, class_names=CAMVID_CLASSES)
+_BINARY_SCRATCH = dict(_SCRATCH, num_classes=2, class_names=BINARY_CLASSES)
+
 PRESETS = {
     "camvid": dict(
         description="Paper's CamVid model (Table 4) with the authors' code patches: VGG16 to "
@@ -47,51 +55,39 @@ PRESETS = {
         "at half width with batch norm, trained; ReNet 64+64 units (1x1 patches); two 2x2 "
         "transposed convs of 64 filters; trained at 180x240.",
         image_size=(180, 240),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=_CAMVID_SCRATCH,
     ),
     "camvid_scratch_conv": dict(
         description="Equal-budget baseline of camvid_scratch: each ReNet layer replaced by a 3x3 "
         "convolution with 2*units filters (about the same parameter count, no global context).",
         image_size=(180, 240),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True, context="conv",
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=dict(_CAMVID_SCRATCH, context="conv"),
     ),
     "camvid_scratch_dropout": dict(
         description="camvid_scratch with dropout 0.3 on the output of each ReNet layer, for "
         "sub-model averaging at inference (--mc-samples); same weights' shapes as camvid_scratch.",
         image_size=(180, 240),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True, dropout=0.3,
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=dict(_CAMVID_SCRATCH, dropout=0.3),
     ),
     "camvid_scratch_dropout_last": dict(
         description="camvid_scratch with dropout 0.5 on the output of the last ReNet layer only: "
         "sub-model averaging (--mc-samples) repeats only the upsampling and the classifier; "
         "same weights' shapes as camvid_scratch.",
         image_size=(180, 240),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True, dropout=(0.0, 0.5),
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=dict(_CAMVID_SCRATCH, dropout=(0.0, 0.5)),
     ),
     "horse_scratch": dict(
         description="Weizmann Horse from scratch on a CPU (no ImageNet weights): camvid_scratch's "
         "half-width VGG16-shaped front end with batch norm, trained; ReNet 64+64 units (1x1 "
         "patches); two 2x2 transposed convs of 64 filters; trained at 160x224.",
         image_size=(160, 224),
-        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=_BINARY_SCRATCH,
     ),
     "flowers_scratch": dict(
         description="Oxford Flowers 17 from scratch on a CPU (no ImageNet weights): the "
         "horse_scratch architecture, trained at 160x160.",
         image_size=(160, 160),
-        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True, freeze_vgg=False,
-                    vgg_filters=(32, 64, 128), vgg_batch_norm=True,
-                    renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2)))),
+        config=_BINARY_SCRATCH,
     ),
     "demo": dict(
         description="Small CamVid model that trains in minutes on a CPU from scratch: no VGG, "
