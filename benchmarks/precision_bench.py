@@ -5,6 +5,11 @@ images/masks) per policy, measured in one process one policy after another, and 
 speed-up over float32. The ReNet layers run `implementation="auto"`: the fast CPU path, with
 bf16 matmuls under `mixed_bfloat16`.
 
+`renet_fwd_bwd_s` / `renet_share_of_step`: where the reference policy's step time goes: the
+model's ReNet layers' forward + backward (gradients of their weights and inputs), timed alone on
+their own input shapes, and their share of the step; the rest is the convolutional front end,
+the upsampling, the loss and the optimizer.
+
 Usage: python benchmarks/precision_bench.py [--preset camvid_scratch] [--image-size 180 240]
        [--batch-size 5] [--repeats 8] [--policies float32,mixed_bfloat16]
 """
@@ -23,7 +28,38 @@ from reseg_tf import build_model, get_preset  # noqa: E402
 from reseg_tf.losses import VoidAwareCrossEntropy  # noqa: E402
 
 
-def step_seconds(config, size, batch_size, repeats, policy):
+def renet_seconds(model, batch_size, repeats):
+    """Median fwd+bwd seconds of all of `model`'s ReNet layers, each on a random input of its shape."""
+    import tensorflow as tf
+
+    from reseg_tf.layers import ReNetLayer
+
+    rng = np.random.default_rng(1)
+    steps = []
+    for layer in model.layers:
+        if not isinstance(layer, ReNetLayer):
+            continue
+        x = tf.constant(rng.normal(size=(batch_size, *layer.input.shape[1:])).astype("float32"))
+
+        @tf.function(autograph=False)
+        def fwd_bwd(layer=layer, x=x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x) ** 2)
+            return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, [x] + layer.trainable_weights)])
+
+        fwd_bwd()
+        steps.append(fwd_bwd)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for step in steps:
+            np.asarray(step())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_seconds(config, size, batch_size, repeats, policy, with_renet=False):
     keras.config.set_dtype_policy(policy)
     try:
         keras.utils.set_random_seed(0)
@@ -41,6 +77,8 @@ def step_seconds(config, size, batch_size, repeats, policy):
         start = time.perf_counter()
         model.train_on_batch(images, masks)
         times.append(time.perf_counter() - start)
+    if with_renet:
+        return statistics.median(times), renet_seconds(model, batch_size, repeats)
     return statistics.median(times)
 
 
@@ -57,13 +95,20 @@ def main():
     config, preset_size, _ = get_preset(args.preset)
     size = tuple(args.image_size or preset_size)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    seconds = {p: step_seconds(config, size, args.batch_size, args.repeats, p) for p in policies}
+    seconds, renet_s = {}, None
+    for policy in policies:
+        if policy == policies[0]:
+            seconds[policy], renet_s = step_seconds(config, size, args.batch_size, args.repeats, policy,
+                                                    with_renet=True)
+        else:
+            seconds[policy] = step_seconds(config, size, args.batch_size, args.repeats, policy)
     reference = seconds[policies[0]]
     print(json.dumps({
         "preset": args.preset, "image_size": list(size), "batch_size": args.batch_size, "repeats": args.repeats,
         "step_s": {p: round(s, 3) for p, s in seconds.items()},
         "images_per_s": {p: round(args.batch_size / s, 2) for p, s in seconds.items()},
         "speedup_vs_" + policies[0]: {p: round(reference / s, 2) for p, s in seconds.items()},
+        "renet_fwd_bwd_s": round(renet_s, 3), "renet_share_of_step": round(renet_s / reference, 3),
     }))
 
 

@@ -28,7 +28,14 @@ ratios of medians; `*_of_min` ones, of minimum times. GFLOP/s count the
 matmuls only (input projections and recurrent products; fwd+bwd = 3x fwd). The relative
 difference is `max|out - ref| / max|ref|` over the whole output.
 
-Usage: python benchmarks/renet_bench.py [--quick] [--repeats N]
+`--profile` adds where the fp32 path's fwd+bwd time goes (`profile_*`), each part timed alone
+on the layer's own shapes: the input projections (`x @ kernel` of the four GRUs and their two
+gradient matmuls), the recurrences (both sweeps' loops, forward, and forward plus the hand-written
+backward), and the rest (transposes, reshapes, concatenation: the layer's time minus the parts).
+The recurrences' own matmuls (`h @ R` forward, `dh @ R^T` backward, and the recurrent kernel's
+gradient) are counted in `profile_recurrence_gflops`.
+
+Usage: python benchmarks/renet_bench.py [--quick] [--repeats N] [--profile]
 """
 import argparse
 import json
@@ -102,8 +109,8 @@ def torch_peer(renet, steps_input, cotangent):
         return gru
 
     columns_gru, rows_gru = gru_from(renet.down, renet.up), gru_from(renet.right, renet.left)
-    x = torch.from_numpy(np.asarray(steps_input)).requires_grad_(True)
-    weight_cotangent = torch.from_numpy(np.asarray(cotangent))
+    x = torch.from_numpy(np.array(steps_input)).requires_grad_(True)
+    weight_cotangent = torch.from_numpy(np.array(cotangent))
     parameters = [x, *columns_gru.parameters(), *rows_gru.parameters()]
 
     def layer(x):
@@ -123,6 +130,61 @@ def torch_peer(renet, steps_input, cotangent):
         return float(sum(g.sum() for g in grads))
 
     return forward, forward_backward, torch.__version__
+
+
+def profile(shape, layer, repeats):
+    """`{part: median seconds}` of the fp32 path's fwd+bwd parts on `shape`, plus GFLOP/s."""
+    from reseg_tf.layers.fast_rnn import gru_recurrence
+
+    b, h, w, c, u = (shape[k] for k in ("batch", "height", "width", "channels", "units"))
+    rng = np.random.default_rng(1)
+    normal = lambda *dims: tf.constant(rng.normal(size=dims).astype("float32"))  # noqa: E731
+    # (steps, lines, input depth) of the vertical then the horizontal sweep.
+    sweeps = [(h, b * w, c), (w, b * h, 2 * u)]
+    projection_inputs = [(normal(t * n, d), normal(d, 3 * u), normal(t * n, 3 * u)) for t, n, d in sweeps]
+    recurrence_inputs = [([normal(t, n, 3 * u), normal(t, n, 3 * u)], normal(2, u, 3 * u) * 0.1,
+                          normal(2, 2, 3 * u) * 0.1, normal(t, n, u)) for t, n, _ in sweeps]
+
+    @tf.function(autograph=False)
+    def projections():
+        total = 0.0
+        for x, kernel, d_proj in projection_inputs:
+            for _ in range(2):  # two directions per sweep: forward x @ K, backward dP @ K^T, x^T @ dP
+                total += tf.reduce_sum(tf.matmul(x, kernel)[:1]) + tf.reduce_sum(
+                    tf.matmul(d_proj, kernel, transpose_b=True)[:1]) + tf.reduce_sum(
+                    tf.matmul(x, d_proj, transpose_a=True)[:1])
+        return total
+
+    def recurrence(with_gradient):
+        @tf.function(autograph=False)
+        def run():
+            total = 0.0
+            for projs, kernels, biases, cotangent in recurrence_inputs:
+                # As the layer runs them: one loop per direction, concurrently.
+                with tf.GradientTape() as tape:
+                    tape.watch([*projs, kernels, biases])
+                    states = [gru_recurrence([p], (rev,), kernels[i:i + 1], biases[i:i + 1], "float32", True)[0]
+                              for i, (p, rev) in enumerate(zip(projs, (False, True)))]
+                    loss = tf.add_n([tf.reduce_sum(s * cotangent) for s in states])
+                if with_gradient:
+                    grads = tape.gradient(loss, [*projs, kernels, biases])
+                    total += tf.add_n([tf.reduce_sum(g[:1]) for g in grads])
+                else:
+                    total += loss
+            return total
+        return run
+
+    parts = {"projections": projections, "recurrence_fwd": recurrence(False),
+             "recurrence_fwd_bwd": recurrence(True)}
+    for fn in parts.values():
+        fn()  # traces
+    times = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, fn in parts.items():
+            times[name].append(timed(fn))
+    medians = {name: statistics.median(samples) for name, samples in times.items()}
+    recurrent_gflop = sum(2 * t * n * u * 3 * u for t, n, _ in sweeps) * 2 / 1e9  # both directions
+    return medians, {"recurrence_fwd": recurrent_gflop, "recurrence_fwd_bwd": 3 * recurrent_gflop}
 
 
 def matmul_gflop_fwd(shape):
@@ -169,6 +231,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shape (smoke test)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per path")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the fp32 path's parts (projections, recurrences, layout)")
     args = parser.parse_args()
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
     repeats = args.repeats or (3 if args.quick else 7)
@@ -237,6 +301,21 @@ def main():
     for name in ("fp32", "bf16", "fastest") + (("torch",) if "torch" in paths else ()):
         path = fastest["fwd_bwd"] if name == "fastest" else name
         result[f"max_rel_diff_{name}"] = float(np.abs(outputs[path] - outputs["reference"]).max() / scale)
+    if args.profile:
+        medians, part_gflop = profile(shape, fp32, repeats)
+        layer_s = result["fp32_fwd_bwd_s"]
+        for name, seconds in medians.items():
+            result[f"profile_{name}_s"] = round(seconds, 4)
+        result["profile_recurrence_bwd_only_s"] = round(medians["recurrence_fwd_bwd"] - medians["recurrence_fwd"], 4)
+        result["profile_layout_and_rest_s"] = round(
+            layer_s - medians["projections"] - medians["recurrence_fwd_bwd"], 4)
+        for name in ("projections", "recurrence_fwd_bwd"):
+            result[f"profile_{name}_share"] = round(medians[name] / layer_s, 3)
+        result["profile_layout_and_rest_share"] = round(result["profile_layout_and_rest_s"] / layer_s, 3)
+        projection_gflop = gflop["fwd_bwd"] - part_gflop["recurrence_fwd_bwd"]
+        result["profile_projections_gflops"] = round(projection_gflop / medians["projections"], 1)
+        for name in ("recurrence_fwd", "recurrence_fwd_bwd"):
+            result[f"profile_{name}_gflops"] = round(part_gflop[name] / medians[name], 1)
     result["fastest_mode"] = IMPLEMENTATION_OF_PATH[fastest["fwd_bwd"]]
     result["fastest_mode_fwd"] = IMPLEMENTATION_OF_PATH[fastest["fwd"]]
     print(json.dumps(result))

@@ -62,14 +62,19 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("renet_bench", quick_args=("--quick",), timeout_s=1200, keys=(
+    Benchmark("renet_bench", args=("--profile",), quick_args=("--quick", "--profile"), timeout_s=1200, keys=(
         "shape", "repeats", "fastest_mode", "fastest_mode_fwd",
-        "reference_fwd_s", "fp32_fwd_s", "bf16_fwd_s",
-        "reference_fwd_bwd_s", "fp32_fwd_bwd_s", "bf16_fwd_bwd_s",
+        "reference_fwd_s", "fp32_fwd_s", "bf16_fwd_s", "torch_fwd_s",
+        "reference_fwd_bwd_s", "fp32_fwd_bwd_s", "bf16_fwd_bwd_s", "torch_fwd_bwd_s",
         "speedup_fwd_fp32", "speedup_fwd_bf16", "speedup_fwd_bwd_fp32", "speedup_fwd_bwd_bf16",
         "speedup_fwd_bwd_fp32_of_min", "speedup_fwd_bwd_bf16_of_min",
-        "max_rel_diff_fp32", "max_rel_diff_bf16", "ceiling_gflops",
-        "fp32_fwd_bwd_gflops", "bf16_fwd_bwd_gflops")),
+        "torch", "vs_torch_fwd_fp32", "vs_torch_fwd_bwd_fp32", "vs_torch_fwd_bwd_bf16",
+        "max_rel_diff_fp32", "max_rel_diff_bf16", "max_rel_diff_torch", "ceiling_gflops",
+        "fp32_fwd_bwd_gflops", "bf16_fwd_bwd_gflops",
+        "fp32_fwd_fraction_of_ceiling", "fp32_fwd_bwd_fraction_of_ceiling",
+        "profile_projections_share", "profile_recurrence_fwd_bwd_share", "profile_layout_and_rest_share",
+        "profile_recurrence_fwd_s", "profile_recurrence_bwd_only_s",
+        "profile_projections_gflops", "profile_recurrence_fwd_gflops", "profile_recurrence_fwd_bwd_gflops")),
     Benchmark("train_bench", args=("--repeats", "3"), quick_args=("--quick", "--repeats", "2"),
               timeout_s=1200),
     Benchmark("precision_bench", quick_args=("--image-size", "96", "128", "--batch-size", "2", "--repeats", "3")),
