@@ -138,21 +138,22 @@ def profile(shape, layer, repeats):
 
     b, h, w, c, u = (shape[k] for k in ("batch", "height", "width", "channels", "units"))
     rng = np.random.default_rng(1)
-    normal = lambda *dims: tf.constant(rng.normal(size=dims).astype("float32"))  # noqa: E731
+    # Variables, not constants: the graph optimizer would fold matmuls of constants away.
+    normal = lambda *dims: tf.Variable(rng.normal(size=dims).astype("float32"))  # noqa: E731
     # (steps, lines, input depth) of the vertical then the horizontal sweep.
     sweeps = [(h, b * w, c), (w, b * h, 2 * u)]
     projection_inputs = [(normal(t * n, d), normal(d, 3 * u), normal(t * n, 3 * u)) for t, n, d in sweeps]
-    recurrence_inputs = [([normal(t, n, 3 * u), normal(t, n, 3 * u)], normal(2, u, 3 * u) * 0.1,
-                          normal(2, 2, 3 * u) * 0.1, normal(t, n, u)) for t, n, _ in sweeps]
+    recurrence_inputs = [([normal(t, n, 3 * u), normal(t, n, 3 * u)], normal(2, u, 3 * u),
+                          normal(2, 2, 3 * u), normal(t, n, u)) for t, n, _ in sweeps]
 
     @tf.function(autograph=False)
     def projections():
         total = 0.0
         for x, kernel, d_proj in projection_inputs:
             for _ in range(2):  # two directions per sweep: forward x @ K, backward dP @ K^T, x^T @ dP
-                total += tf.reduce_sum(tf.matmul(x, kernel)[:1]) + tf.reduce_sum(
-                    tf.matmul(d_proj, kernel, transpose_b=True)[:1]) + tf.reduce_sum(
-                    tf.matmul(x, d_proj, transpose_a=True)[:1])
+                total += tf.reduce_sum(tf.matmul(x, kernel)) + tf.reduce_sum(
+                    tf.matmul(d_proj, kernel, transpose_b=True)) + tf.reduce_sum(
+                    tf.matmul(x, d_proj, transpose_a=True))
         return total
 
     def recurrence(with_gradient):
@@ -162,13 +163,14 @@ def profile(shape, layer, repeats):
             for projs, kernels, biases, cotangent in recurrence_inputs:
                 # As the layer runs them: one loop per direction, concurrently.
                 with tf.GradientTape() as tape:
-                    tape.watch([*projs, kernels, biases])
-                    states = [gru_recurrence([p], (rev,), kernels[i:i + 1], biases[i:i + 1], "float32", True)[0]
-                              for i, (p, rev) in enumerate(zip(projs, (False, True)))]
+                    projs_, kernels_, biases_ = [tf.identity(p) for p in projs], 0.1 * kernels, 0.1 * biases
+                    tape.watch([*projs_, kernels_, biases_])
+                    states = [gru_recurrence([p], (rev,), kernels_[i:i + 1], biases_[i:i + 1], "float32", True)[0]
+                              for i, (p, rev) in enumerate(zip(projs_, (False, True)))]
                     loss = tf.add_n([tf.reduce_sum(s * cotangent) for s in states])
                 if with_gradient:
-                    grads = tape.gradient(loss, [*projs, kernels, biases])
-                    total += tf.add_n([tf.reduce_sum(g[:1]) for g in grads])
+                    grads = tape.gradient(loss, [*projs_, kernels_, biases_])
+                    total += tf.add_n([tf.reduce_sum(g) for g in grads])
                 else:
                     total += loss
             return total

@@ -10,10 +10,9 @@ loop, and runs the two directions of a bidirectional sweep one after the other. 
   one batched matmul); `bidirectional_gru` runs two independent loops instead, which TF runs
   concurrently;
 - tensors are time major `(T, N, features)`, so a step reads and writes contiguous slices;
-- the gradient is written by hand (`tf.custom_gradient`): the backward loop holds only the
-  gate algebra and the recurrent matmul; the recurrent kernel's gradient (one `(T*N, U)^T @
-  (T*N, 3U)` matmul over the saved per-step gradients) and the input projections' gradients
-  are large matmuls after it;
+- the gradient is written by hand (`tf.custom_gradient`): the backward loop holds the gate
+  algebra, the recurrent matmul and the recurrent-weight gradient's accumulation; the input
+  projections' gradients are large matmuls after it;
 - the elementwise gate algebra of a step (forward, and backward with the gates recomputed
   from the saved `h @ R`) is one XLA-compiled function, one fused kernel instead of ~15 TF ops;
   the loop and the matmuls stay TF/oneDNN ops (XLA's CPU dot was slower here). XLA compiles
@@ -52,8 +51,8 @@ def _gates(x_projs, h_matmul, input_bias, recurrent_bias, h, matmul_dtype):
 
 def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, input_bias, recurrent_bias,
                 h_prevs, first_step, d_biases, matmul_dtype):
-    """Backward of `_gates` with the gates recomputed. Returns d(x_proj) and d(h_proj) per
-    direction and d(h_proj) stacked (all in `matmul_dtype`, for the matmuls), the part of
+    """Backward of `_gates` with the gates recomputed. Returns d(x_proj) per direction,
+    d(h_proj) and the previous state (both in `matmul_dtype`, for the matmuls), the part of
     d(h_prev) that bypasses the recurrent matmul, and the updated (input, recurrent) bias
     gradients (summed here, where it is cheap, rather than by a reduction over all steps)."""
     units = h_prevs[0].shape[-1]
@@ -71,9 +70,8 @@ def _gates_grad(d_outputs, d_h_direct, d_h_matmul, x_projs, h_matmul, input_bias
     d_input_proj = tf.concat([d_zr, d_c], axis=-1)
     d_biases = d_biases + tf.stack([tf.reduce_sum(d_input_proj, axis=1),
                                     tf.reduce_sum(d_hidden_proj, axis=1)], axis=1)
-    d_hidden_proj = tf.cast(d_hidden_proj, matmul_dtype)
-    return (tuple(tf.unstack(tf.cast(d_input_proj, matmul_dtype))), tuple(tf.unstack(d_hidden_proj)),
-            d_hidden_proj, d_h * z, d_biases)
+    return (tuple(tf.unstack(tf.cast(d_input_proj, matmul_dtype))), tf.cast(d_hidden_proj, matmul_dtype),
+            tf.cast(h_prev, matmul_dtype), d_h * z, d_biases)
 
 
 _FUSED = {}
@@ -145,52 +143,34 @@ def gru_recurrence(projs, reverse, recurrent_kernel, biases, matmul_dtype, jit_c
         def grad(*d_states):
             d_states = [tf.zeros_like(s) if d is None else d for d, s in zip(d_states, states)]
 
-            def back_step(t, d_h_direct, d_h_matmul, d_biases, d_projs, d_hiddens):
+            def back_step(t, d_h_direct, d_h_matmul, d_kernel, d_biases, d_projs):
                 times = [_time_index(t, steps, rev) for rev in reverse]
                 # The state before step t: time t-1 going forward, t+1 going backward.
                 prev_times = [tf.clip_by_value(_time_index(t - 1, steps, rev), 0, steps - 1)
                               for rev in reverse]
-                d_input_projs, d_hidden_projs, d_hidden_proj, d_h_direct, d_biases = gates_grad(
+                d_input_projs, d_hidden_proj, h_prev, d_h_direct, d_biases = gates_grad(
                     tuple(d[i] for d, i in zip(d_states, times)), d_h_direct, d_h_matmul,
                     tuple(p[i] for p, i in zip(projs, times)), h_matmuls[t], input_bias,
                     recurrent_bias, tuple(s[i] for s, i in zip(states, prev_times)),
                     tf.equal(t, 0), d_biases, matmul_dtype)
                 d_h_direct.set_shape(state_shape)
                 d_h_matmul = tf.matmul(d_hidden_proj, kernel, transpose_b=True)
+                d_kernel += tf.cast(tf.matmul(h_prev, d_hidden_proj, transpose_a=True), tf.float32)
                 d_projs = tuple(array.write(i, d) for array, i, d in zip(d_projs, times, d_input_projs))
-                # In step order: the recurrent kernel's gradient is one large matmul after the loop.
-                d_hiddens = tuple(array.write(t, d) for array, d in zip(d_hiddens, d_hidden_projs))
-                return t - 1, d_h_direct, d_h_matmul, d_biases, d_projs, d_hiddens
+                return t - 1, d_h_direct, d_h_matmul, d_kernel, d_biases, d_projs
 
-            per_line = line_shape.concatenate([3 * units])
-            d_projs = tuple(array(matmul_dtype, per_line) for _ in projs)
-            d_hiddens = tuple(array(matmul_dtype, per_line) for _ in projs)
+            d_projs = tuple(array(matmul_dtype, line_shape.concatenate([3 * units])) for _ in projs)
             zeros = tf.zeros_like(h0)
-            _, _, _, d_biases, d_projs, d_hiddens = tf.while_loop(
+            _, _, _, d_kernel, d_biases, d_projs = tf.while_loop(
                 lambda t, *_: t >= 0, back_step,
-                (steps - 1, zeros, tf.cast(zeros, matmul_dtype), tf.zeros_like(biases), d_projs, d_hiddens),
+                (steps - 1, zeros, tf.cast(zeros, matmul_dtype), tf.zeros_like(recurrent_kernel),
+                 tf.zeros_like(biases), d_projs),
                 parallel_iterations=1)
-            d_kernel = tf.stack([
-                _recurrent_kernel_grad(state, d_hidden.stack(), rev, matmul_dtype)
-                for state, d_hidden, rev in zip(states, d_hiddens, reverse)])
             return (*(array.stack() for array in d_projs), d_kernel, d_biases)
 
         return states, grad
 
     return recurrence(*projs, recurrent_kernel, biases)
-
-
-def _recurrent_kernel_grad(states, d_hidden, reverse, matmul_dtype):
-    """`sum_t h_prev(t)^T @ d_hidden(t)` as one `(T*N, U)^T @ (T*N, 3U)` matmul: `states` are
-    `(T, N, U)` in time order, `d_hidden` `(T, N, 3U)` in step order."""
-    if reverse:
-        states = tf.reverse(states, axis=[0])
-    # The state before each step, in step order: zeros, then the states of steps 0..T-2.
-    h_prev = tf.concat([tf.zeros_like(states[:1]), states[:-1]], axis=0)
-    units = states.shape[-1]
-    h_prev = tf.reshape(tf.cast(h_prev, matmul_dtype), (-1, units))
-    d_hidden = tf.reshape(d_hidden, (-1, d_hidden.shape[-1]))
-    return tf.cast(tf.matmul(h_prev, d_hidden, transpose_a=True), tf.float32)
 
 
 def _project(sequences, kernel, matmul_dtype):
