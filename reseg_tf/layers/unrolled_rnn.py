@@ -14,7 +14,7 @@ z, r, h; see `reseg_tf.layers.fast_rnn`):
   the input bias and the recurrent z/r biases folded in;
 - the directions that read the same sequence share one state `(N, S*U)`, so one step of all of
   them is two fully connected products with block-diagonal recurrent kernels (z and r together,
-  then the candidate), one sigmoid, one split, one tanh and seven elementwise ops: 13 operators
+  then the candidate), one sigmoid, one split, one tanh and eight elementwise ops: 13 operators
   per step for both directions. The candidate's recurrent bias is applied as `r * b` rather
   than as the product's bias: an int8 converter gives a fully connected op's bias a
   per-channel int32 copy, with its own quantization parameters, at every step;
