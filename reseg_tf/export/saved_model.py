@@ -32,7 +32,7 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
         input_shape: `(H, W, 3)` of the twin; default the model's own.
         unroll_rnns: unroll every recurrence (needs a static input shape): the int8
             quantizer crashes on while-loops but handles unrolled steps. GRU ReNet layers run
-            on `implementation="unrolled"` (11 ops per step for both directions, see
+            on `implementation="unrolled"` (13 ops per step for both directions, see
             `reseg_tf.layers.unrolled_rnn`); LSTM and SimpleRNN ones on their Keras layers
             with `unroll=True`.
 
@@ -47,16 +47,16 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
 
     input_shape = tuple(input_shape or model.input_shape[1:])
     twin = with_input_size(model, input_shape[:2])
-    unrolled = 0
     # Keras has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
     layers = list(twin._flatten_layers(include_self=False, recursive=True))
     hand_unrolled = set()  # the RNNs of ReNet layers that run their own unrolled GRU
     for layer in layers:
-        if unroll_rnns and isinstance(layer, ReNetLayer):
-            layer.implementation = UNROLLED if layer.rnn == "gru" else "keras"
-            if layer.rnn == "gru":
-                hand_unrolled.update(id(rnn) for pair in layer.sweeps for rnn in pair)
-                unrolled += 4
+        if unroll_rnns and isinstance(layer, ReNetLayer) and layer.rnn == "gru":
+            layer.implementation = UNROLLED
+            hand_unrolled.update(id(rnn) for pair in layer.sweeps for rnn in pair)
+        elif unroll_rnns and isinstance(layer, ReNetLayer):
+            layer.implementation = "keras"  # its Keras RNN layers are unrolled below
+    unrolled = len(hand_unrolled)
     for layer in layers:
         if isinstance(layer, keras.layers.RNN) and id(layer) not in hand_unrolled:
             if hasattr(layer, "use_cudnn"):

@@ -64,7 +64,8 @@ def unrolled_gru(sequences, weights, reverse):
             "the unrolled GRU needs a static number of steps (the ReNet layer's input must have a "
             "static height and width); build the model for a fixed input size.")
     units = weights[0][1].shape[0]
-    x_z, x_r, x_n, r_zr, r_n, b_n = [], [], [], [], [], []
+    # Per gate (z, r, candidate n), one entry per direction.
+    x_z, x_r, x_n, r_z, r_r, r_n, b_n = [], [], [], [], [], [], []
     for seq, (kernel, recurrent_kernel, bias), rev in zip(sequences, weights, reverse):
         shape = tf.shape(seq)
         flat = tf.reshape(seq, [-1, seq.shape[-1]])
@@ -76,7 +77,8 @@ def unrolled_gru(sequences, weights, reverse):
         x_z.append(proj[..., :units])
         x_r.append(proj[..., units:2 * units])
         x_n.append(proj[..., 2 * units:])
-        r_zr.append(tf.concat([recurrent_kernel[:, :units], recurrent_kernel[:, units:2 * units]], axis=1))
+        r_z.append(recurrent_kernel[:, :units])
+        r_r.append(recurrent_kernel[:, units:2 * units])
         r_n.append(recurrent_kernel[:, 2 * units:])
         b_n.append(bias[1, 2 * units:])
     directions = len(weights)
@@ -85,8 +87,7 @@ def unrolled_gru(sequences, weights, reverse):
     inputs_zr = tf.unstack(tf.concat(x_z + x_r, axis=-1), num=steps)
     inputs_n = tf.unstack(tf.concat(x_n, axis=-1), num=steps)
     # Block-diagonal recurrent kernels in the same layout: z columns of every direction, then r.
-    kernel_zr = _block_diagonal([k[:, :units] for k in r_zr])
-    kernel_zr = tf.concat([kernel_zr, _block_diagonal([k[:, units:] for k in r_zr])], axis=1)
+    kernel_zr = tf.concat([_block_diagonal(r_z), _block_diagonal(r_r)], axis=1)
     kernel_n = _block_diagonal(r_n)
     bias_n = tf.concat(b_n, axis=0)
 
