@@ -262,6 +262,30 @@ def test_size_breakdown_accounts_for_the_weights(trained, exported):
     assert fp32["tensor_name_bytes"] < 200 and int8["tensor_name_bytes"] < 200, (fp32, int8)
 
 
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_exported_tflite_shares_equal_metadata_and_runs_the_same(exported, variant, tmp_path):
+    from ai_edge_litert.tools import flatbuffer_utils
+    from reseg_tf.export.tflite import compact_tflite
+
+    compact = exported.tflite_paths[variant].read_bytes()
+    # The plain flatbuffer writer stores every shape, quantization table and option table per
+    # tensor / operator again: the same model, unshared.
+    unshared = bytes(flatbuffer_utils.convert_object_to_bytearray(
+        flatbuffer_utils.read_model_from_bytearray(bytearray(compact))))
+    (tmp_path / "unshared.tflite").write_bytes(unshared)
+    assert len(compact) < 0.97 * len(unshared), (len(compact), len(unshared))
+    assert len(compact_tflite(unshared)) == len(compact)
+    same = export.tflite_size_breakdown(tmp_path / "unshared.tflite")
+    assert {**same, "file_bytes": 0} == {**export.tflite_size_breakdown(exported.tflite_paths[variant]), "file_bytes": 0}
+
+    images, _ = block_images(2, seed=5)
+    outputs = []
+    for path in (exported.tflite_paths[variant], tmp_path / "unshared.tflite"):
+        predict = export.tflite_predict_fn(export.load_tflite(path))
+        outputs.append(np.concatenate([predict(image) for image in images]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
 @pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
 def test_tflite_variant_loads_without_flex_and_agrees(trained, exported, variant):
     model, _, _ = trained

@@ -59,27 +59,100 @@ def _converter_for(saved_model_dir, variant, representative_images):
     return converter
 
 
-def strip_internal_tensor_names(content):
-    """`.tflite` bytes with the names of internal tensors removed.
+# Vectors up to this size are stored once however many tensors or operators use them (shapes,
+# quantization scales and zero points, operator input lists); constant buffers are never shared.
+_SHARED_VECTOR_MAX_BYTES = 64
 
-    The converter names every tensor after the TF ops it came from (long scoped names, tens of
-    bytes each); an unrolled recurrence has thousands of tensors, and in an int8 model their
-    names outweighed the weights. Names of the model's inputs and outputs, and the signatures,
-    are kept, so interpreters and signature runners see the same model.
+
+def _content_key(value):
+    """A hashable key equal for equal flatbuffer objects (object-API `...T` instances)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes()
+    if isinstance(value, (list, tuple)):
+        return tuple(_content_key(item) for item in value)
+    if hasattr(value, "__dict__"):
+        return type(value).__name__, tuple(sorted((k, _content_key(v)) for k, v in vars(value).items()))
+    return value
+
+
+class _SharedTable:
+    """Stands in for an object-API table: packs it once per distinct content and returns the
+    same offset for every equal one (flatbuffers lets any number of parents refer to a table)."""
+
+    def __init__(self, table, packed):
+        self.table, self.packed = table, packed
+
+    def Pack(self, builder):  # noqa: N802 (the flatbuffers object API's name)
+        key = _content_key(self.table)
+        if key not in self.packed:
+            self.packed[key] = self.table.Pack(builder)
+        return self.packed[key]
+
+
+def _sharing_builder():
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        """A builder that writes each distinct small numeric vector once."""
+
+        def __init__(self):
+            super().__init__(1024)
+            self.vectors = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 (overrides flatbuffers' name)
+            if x.dtype == np.uint8 or x.nbytes > _SHARED_VECTOR_MAX_BYTES:  # buffers' data
+                return super().CreateNumpyVector(x)
+            key = _content_key(x)
+            if key not in self.vectors:
+                self.vectors[key] = super().CreateNumpyVector(x)
+            return self.vectors[key]
+
+    return SharingBuilder()
+
+
+def compact_tflite(content):
+    """`.tflite` bytes that run exactly like `content` in a smaller file.
+
+    An unrolled recurrence has thousands of tensors and operators, and their metadata can
+    outweigh the weights (in int8 it made the file larger than the float one). Here:
+
+    - internal tensor names are dropped (the converter names every tensor after the TF ops it
+      came from, tens of bytes each); the model's inputs' and outputs' names and the signatures
+      are kept, so interpreters and signature runners see the same model;
+    - equal small vectors (tensor shapes, quantization scales and zero points) and equal tables
+      (quantization parameters, operator options) are stored once and referred to from every
+      tensor or operator that has them, as the flatbuffer format allows. Constant buffers and
+      every field's value are unchanged.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    packed = {}
     for subgraph in model.subgraphs:
         keep = set(subgraph.inputs) | set(subgraph.outputs)
         for index, tensor in enumerate(subgraph.tensors):
             if index not in keep:
                 tensor.name = None
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+            # As numpy arrays, the object API writes them through `CreateNumpyVector`.
+            for field in ("shape", "shapeSignature"):
+                if getattr(tensor, field) is not None:
+                    setattr(tensor, field, np.asarray(getattr(tensor, field), np.int32))
+            if tensor.quantization is not None:
+                tensor.quantization = _SharedTable(tensor.quantization, packed)
+        for operator in subgraph.operators:
+            for field in ("inputs", "outputs"):
+                if getattr(operator, field) is not None:
+                    setattr(operator, field, np.asarray(getattr(operator, field), np.int32))
+            for field in ("builtinOptions", "builtinOptions2"):
+                if getattr(operator, field, None) is not None:
+                    setattr(operator, field, _SharedTable(getattr(operator, field), packed))
+    builder = _sharing_builder()
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _convert(saved_model_dir, variant, representative_images):
-    return strip_internal_tensor_names(_converter_for(saved_model_dir, variant, representative_images).convert())
+    return compact_tflite(_converter_for(saved_model_dir, variant, representative_images).convert())
 
 
 def _convert_worker_main():
@@ -224,23 +297,26 @@ def tflite_image_probabilities(interpreter):
 
 def tflite_size_breakdown(path):
     """Where the bytes of a `.tflite` file go: `{file_bytes, constant_bytes, operators, tensors,
-    tensor_name_bytes, quantization_bytes}` (constants: weights and other constant buffers;
-    quantization: the per-tensor scale and zero-point arrays). An unrolled recurrence adds
+    tensor_name_bytes, quantization_bytes, quantization_parameter_sets}` (constants: weights and
+    other constant buffers; quantization: the scale and zero-point arrays of the distinct
+    parameter sets, which `compact_tflite` stores once each). An unrolled recurrence adds
     operators and tensors per time step, whose metadata can outweigh the weights."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
     tensors = [tensor for subgraph in model.subgraphs for tensor in subgraph.tensors]
-    quantization = 0
+    parameter_sets = {}
     for tensor in tensors:
         params = tensor.quantization
-        if params is not None:
-            quantization += sum(len(values) * 8 for values in (params.scale, params.zeroPoint) if values is not None)
+        if params is not None and (params.scale is not None or params.zeroPoint is not None):
+            parameter_sets[_content_key(params)] = sum(
+                len(values) * 8 for values in (params.scale, params.zeroPoint) if values is not None)
     return {
         "file_bytes": Path(path).stat().st_size,
         "constant_bytes": sum(len(buffer.data) for buffer in model.buffers if buffer.data is not None),
         "operators": sum(len(subgraph.operators) for subgraph in model.subgraphs),
         "tensors": len(tensors),
         "tensor_name_bytes": sum(len(tensor.name or b"") for tensor in tensors),
-        "quantization_bytes": quantization,
+        "quantization_bytes": sum(parameter_sets.values()),
+        "quantization_parameter_sets": len(parameter_sets),
     }
