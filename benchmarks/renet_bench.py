@@ -33,7 +33,11 @@ on the layer's own shapes: the input projections (`x @ kernel` of the four GRUs 
 gradient matmuls), the recurrences (both sweeps' loops, forward, and forward plus the hand-written
 backward), and the rest (transposes, reshapes, concatenation: the layer's time minus the parts).
 The recurrences' own matmuls (`h @ R` forward, `dh @ R^T` backward, and the recurrent kernel's
-gradient) are counted in `profile_recurrence_gflops`.
+gradient) are counted in `profile_recurrence_gflops`. `profile_recurrence_matmuls_only_s` times
+those matmuls alone in the same loops (no gate algebra, nothing saved): the recurrences' floor
+with this machine's kernels. `profile_best_case_fwd_bwd_s` is the layer's time with its
+recurrences at that floor and every other part as measured, and
+`profile_best_case_speedup_vs_{reference,torch}` what that would give against the peers.
 
 Usage: python benchmarks/renet_bench.py [--quick] [--repeats N] [--profile]
 """
@@ -176,8 +180,31 @@ def profile(shape, layer, repeats):
             return total
         return run
 
+    @tf.function(autograph=False)
+    def recurrence_matmuls_only():
+        # The recurrences' matmuls alone, in the same loops: forward h @ R; backward dh @ R^T
+        # and the recurrent kernel's gradient h^T @ dh. No gate algebra, no saved states: a
+        # floor for the recurrences on this machine's matmul kernels and loop machinery.
+        total = 0.0
+        for projs, kernels, _, cotangent in recurrence_inputs:
+            for i, proj in enumerate(projs):
+                kernel, steps = 0.1 * kernels[i], proj.shape[0]
+                state = tf.while_loop(lambda t, _: t < steps,
+                                      lambda t, h: (t + 1, tf.matmul(h, kernel)[:, :u]),
+                                      (0, cotangent[0]), parallel_iterations=1)[1]
+
+                def back(t, d_proj, d_kernel, h=cotangent[0]):
+                    d_h = tf.matmul(d_proj, kernel, transpose_b=True)
+                    d_kernel += tf.matmul(h, d_proj, transpose_a=True)
+                    return t + 1, tf.concat([d_h, d_h, d_h], axis=-1), d_kernel
+
+                d_kernel = tf.while_loop(lambda t, *_: t < steps, back, (0, proj[0], tf.zeros_like(kernel)),
+                                         parallel_iterations=1)[2]
+                total += tf.reduce_sum(state) + tf.reduce_sum(d_kernel)
+        return total
+
     parts = {"projections": projections, "recurrence_fwd": recurrence(False),
-             "recurrence_fwd_bwd": recurrence(True)}
+             "recurrence_fwd_bwd": recurrence(True), "recurrence_matmuls_only": recurrence_matmuls_only}
     for fn in parts.values():
         fn()  # traces
     times = {name: [] for name in parts}
@@ -186,7 +213,8 @@ def profile(shape, layer, repeats):
             times[name].append(timed(fn))
     medians = {name: statistics.median(samples) for name, samples in times.items()}
     recurrent_gflop = sum(2 * t * n * u * 3 * u for t, n, _ in sweeps) * 2 / 1e9  # both directions
-    return medians, {"recurrence_fwd": recurrent_gflop, "recurrence_fwd_bwd": 3 * recurrent_gflop}
+    return medians, {"recurrence_fwd": recurrent_gflop, "recurrence_fwd_bwd": 3 * recurrent_gflop,
+                     "recurrence_matmuls_only": 3 * recurrent_gflop}
 
 
 def matmul_gflop_fwd(shape):
@@ -316,8 +344,15 @@ def main():
         result["profile_layout_and_rest_share"] = round(result["profile_layout_and_rest_s"] / layer_s, 3)
         projection_gflop = gflop["fwd_bwd"] - part_gflop["recurrence_fwd_bwd"]
         result["profile_projections_gflops"] = round(projection_gflop / medians["projections"], 1)
-        for name in ("recurrence_fwd", "recurrence_fwd_bwd"):
+        for name in ("recurrence_fwd", "recurrence_fwd_bwd", "recurrence_matmuls_only"):
             result[f"profile_{name}_gflops"] = round(part_gflop[name] / medians[name], 1)
+        # The layer with recurrences at their matmul floor (free gate algebra and saved states)
+        # and everything else as measured: what the fp32 path could reach with these kernels.
+        best_case = layer_s - medians["recurrence_fwd_bwd"] + medians["recurrence_matmuls_only"]
+        result["profile_best_case_fwd_bwd_s"] = round(best_case, 4)
+        for peer in ("reference", "torch"):
+            if f"{peer}_fwd_bwd_s" in result:
+                result[f"profile_best_case_speedup_vs_{peer}"] = round(result[f"{peer}_fwd_bwd_s"] / best_case, 2)
     result["fastest_mode"] = IMPLEMENTATION_OF_PATH[fastest["fwd_bwd"]]
     result["fastest_mode_fwd"] = IMPLEMENTATION_OF_PATH[fastest["fwd"]]
     print(json.dumps(result))
