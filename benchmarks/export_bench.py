@@ -11,7 +11,12 @@ meaningless for an untrained model, reported anyway) and, per TFLite file, where
 (`size_breakdown`: constants, operator and tensor counts, tensor-name and quantization-parameter
 bytes). Paths are relative to the repository.
 
-    python benchmarks/export_bench.py [--model PATH|preset:NAME] [--images DIR] [--repeats N]
+`--front-end` also converts the model's layers before its first ReNet layer (the convolutional
+front end) to fp32 and int8 TFLite and times them the same way (`front_end_latency_ms`), with
+their share of the whole model's time per variant (`front_end_share`): which part bounds the
+latency.
+
+    python benchmarks/export_bench.py [--model PATH|preset:NAME] [--images DIR] [--repeats N] [--front-end]
 """
 import argparse
 import json
@@ -46,6 +51,31 @@ def per_image_seconds(function, images, repeats):
     return outputs, (time.perf_counter() - start) / (repeats * len(images))
 
 
+def front_end_latency_ms(model, image_size, images, scratch, args):
+    """`{tflite_fp32, tflite_int8: ms per image}` of the layers before the first ReNet layer,
+    converted and timed like the whole model (int8 calibrated on the same images)."""
+    import keras
+
+    from reseg_tf.export.saved_model import export_twin, write_archive
+    from reseg_tf.layers import ReNetLayer
+
+    twin, _ = export_twin(model, (*image_size, 3), unroll_rnns=True)
+    first_renet = next(layer for layer in twin.layers if isinstance(layer, ReNetLayer))
+    front_end = keras.Model(twin.input, first_renet.input, name="front_end")
+    signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
+    source = scratch / "front_end_saved_model"
+    write_archive(front_end, source, {"serving_default": (lambda images: {"features": front_end(images)}, signature)})
+    latency = {}
+    calibration = export.load_images(
+        export.spread_files(export.find_images(args.images_dir), args.num_calibration_images), image_size)
+    for variant in ("fp32", "int8"):
+        path = scratch / f"front_end_{variant}.tflite"
+        export.convert_tflite(source, variant, path, representative_images=calibration if variant == "int8" else None)
+        predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=os.cpu_count()))
+        latency[f"tflite_{variant}"] = per_image_seconds(predict, images, args.repeats)[1] * 1000
+    return latency
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL),
@@ -57,6 +87,8 @@ def main():
     parser.add_argument("--num-calibration-images", type=int, default=8, help="int8 calibration images")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the timed images")
     parser.add_argument("--tflite", default=",".join(export.TFLITE_VARIANTS), help="TFLite variants to time")
+    parser.add_argument("--front-end", action="store_true",
+                        help="also time the layers before the first ReNet layer alone (fp32 and int8 TFLite)")
     args = parser.parse_args()
 
     if args.model.startswith(PRESET_PREFIX):
@@ -68,6 +100,7 @@ def main():
         model_name = os.path.relpath(args.model, ROOT)
     image_size = export.resolve_image_size(model)
     images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export.sample_data_dir())
+    args.images_dir = images_dir
     files = export.find_images(images_dir)
     images = export.load_images(export.spread_files(files, args.num_images), image_size)
 
@@ -106,8 +139,15 @@ def main():
             results["size_mb"][f"tflite_{variant}"] = path.stat().st_size / 2**20
             results["size_breakdown"][f"tflite_{variant}"] = export.tflite_size_breakdown(path)
             results["agreement"][f"tflite_{variant}"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
+        if args.front_end:
+            results["front_end_latency_ms"] = front_end_latency_ms(model, image_size, images, Path(scratch), args)
+            results["front_end_share"] = {
+                name: round(ms / results["latency_ms"][name], 3)
+                for name, ms in results["front_end_latency_ms"].items() if name in results["latency_ms"]}
     results["fps"] = {name: 1000 / ms for name, ms in results["latency_ms"].items()}
-    for key in ("latency_ms", "fps", "size_mb"):
+    for key in ("latency_ms", "fps", "size_mb", "front_end_latency_ms"):
+        if key not in results:
+            continue
         results[key] = {name: round(value, 2) for name, value in results[key].items()}
     results["agreement"] = {name: round(value, 4) for name, value in results["agreement"].items()}
     print(json.dumps(results))
