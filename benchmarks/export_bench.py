@@ -60,7 +60,9 @@ def front_end_latency_ms(model, image_size, images, scratch, args):
     from reseg_tf.layers import ReNetLayer
 
     twin, _ = export_twin(model, (*image_size, 3), unroll_rnns=True)
-    first_renet = next(layer for layer in twin.layers if isinstance(layer, ReNetLayer))
+    first_renet = next((layer for layer in twin.layers if isinstance(layer, ReNetLayer)), None)
+    if first_renet is None:
+        raise SystemExit(f"--front-end: model {model.name!r} has no ReNet layer to split at")
     front_end = keras.Model(twin.input, first_renet.input, name="front_end")
     signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
     source = scratch / "front_end_saved_model"
