@@ -59,11 +59,6 @@ def _converter_for(saved_model_dir, variant, representative_images):
     return converter
 
 
-# Vectors up to this size are stored once however many tensors or operators use them (shapes,
-# quantization scales and zero points, operator input lists); constant buffers are never shared.
-_SHARED_VECTOR_MAX_BYTES = 64
-
-
 def _content_key(value):
     """A hashable key equal for equal flatbuffer objects (object-API `...T` instances)."""
     if isinstance(value, np.ndarray):
@@ -93,14 +88,16 @@ def _sharing_builder():
     import flatbuffers
 
     class SharingBuilder(flatbuffers.Builder):
-        """A builder that writes each distinct small numeric vector once."""
+        """A builder that writes each distinct numeric vector once (tensor shapes, quantization
+        scales and zero points, operator input lists); byte vectors (constant buffers, custom
+        options) are written as they come."""
 
         def __init__(self):
             super().__init__(1024)
             self.vectors = {}
 
         def CreateNumpyVector(self, x):  # noqa: N802 (overrides flatbuffers' name)
-            if x.dtype == np.uint8 or x.nbytes > _SHARED_VECTOR_MAX_BYTES:  # buffers' data
+            if x.dtype == np.uint8:
                 return super().CreateNumpyVector(x)
             key = _content_key(x)
             if key not in self.vectors:
@@ -119,10 +116,10 @@ def compact_tflite(content):
     - internal tensor names are dropped (the converter names every tensor after the TF ops it
       came from, tens of bytes each); the model's inputs' and outputs' names and the signatures
       are kept, so interpreters and signature runners see the same model;
-    - equal small vectors (tensor shapes, quantization scales and zero points) and equal tables
-      (quantization parameters, operator options) are stored once and referred to from every
-      tensor or operator that has them, as the flatbuffer format allows. Constant buffers and
-      every field's value are unchanged.
+    - equal vectors (tensor shapes, quantization scales and zero points: per-channel zero points
+      are all-zero arrays) and equal tables (quantization parameters, operator options) are
+      stored once and referred to from every tensor or operator that has them, as the flatbuffer
+      format allows. Constant buffers and every field's value are unchanged.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
