@@ -51,9 +51,10 @@ def per_image_seconds(function, images, repeats):
     return outputs, (time.perf_counter() - start) / (repeats * len(images))
 
 
-def front_end_latency_ms(model, image_size, images, scratch, args):
+def front_end_latency_ms(model, image_size, images, calibration, scratch, repeats):
     """`{tflite_fp32, tflite_int8: ms per image}` of the layers before the first ReNet layer,
-    converted and timed like the whole model (int8 calibrated on the same images)."""
+    converted and timed like the whole model (int8 calibrated on `calibration`, the images the
+    whole model's int8 variant was calibrated on)."""
     import keras
 
     from reseg_tf.export.saved_model import export_twin, write_archive
@@ -68,13 +69,11 @@ def front_end_latency_ms(model, image_size, images, scratch, args):
     source = scratch / "front_end_saved_model"
     write_archive(front_end, source, {"serving_default": (lambda images: {"features": front_end(images)}, signature)})
     latency = {}
-    calibration = export.load_images(
-        export.spread_files(export.find_images(args.images_dir), args.num_calibration_images), image_size)
     for variant in ("fp32", "int8"):
         path = scratch / f"front_end_{variant}.tflite"
         export.convert_tflite(source, variant, path, representative_images=calibration if variant == "int8" else None)
         predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=os.cpu_count()))
-        latency[f"tflite_{variant}"] = per_image_seconds(predict, images, args.repeats)[1] * 1000
+        latency[f"tflite_{variant}"] = per_image_seconds(predict, images, repeats)[1] * 1000
     return latency
 
 
@@ -102,7 +101,6 @@ def main():
         model_name = os.path.relpath(args.model, ROOT)
     image_size = export.resolve_image_size(model)
     images_dir = args.images or (SHARED_CAMVID if SHARED_CAMVID.is_dir() else export.sample_data_dir())
-    args.images_dir = images_dir
     files = export.find_images(images_dir)
     images = export.load_images(export.spread_files(files, args.num_images), image_size)
 
@@ -142,7 +140,9 @@ def main():
             results["size_breakdown"][f"tflite_{variant}"] = export.tflite_size_breakdown(path)
             results["agreement"][f"tflite_{variant}"] = float(np.mean(probabilities.argmax(-1) == reference.argmax(-1)))
         if args.front_end:
-            results["front_end_latency_ms"] = front_end_latency_ms(model, image_size, images, Path(scratch), args)
+            calibration = export.load_images(export.spread_files(files, args.num_calibration_images), image_size)
+            results["front_end_latency_ms"] = front_end_latency_ms(
+                model, image_size, images, calibration, Path(scratch), args.repeats)
             results["front_end_share"] = {
                 name: round(ms / results["latency_ms"][name], 3)
                 for name, ms in results["front_end_latency_ms"].items() if name in results["latency_ms"]}
