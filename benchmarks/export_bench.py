@@ -147,9 +147,7 @@ def main():
                 name: round(ms / results["latency_ms"][name], 3)
                 for name, ms in results["front_end_latency_ms"].items() if name in results["latency_ms"]}
     results["fps"] = {name: 1000 / ms for name, ms in results["latency_ms"].items()}
-    for key in ("latency_ms", "fps", "size_mb", "front_end_latency_ms"):
-        if key not in results:
-            continue
+    for key in ({"latency_ms", "fps", "size_mb", "front_end_latency_ms"} & set(results)):
         results[key] = {name: round(value, 2) for name, value in results[key].items()}
     results["agreement"] = {name: round(value, 4) for name, value in results["agreement"].items()}
     print(json.dumps(results))

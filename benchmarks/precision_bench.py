@@ -60,6 +60,8 @@ def renet_seconds(model, batch_size, repeats):
 
 
 def step_seconds(config, size, batch_size, repeats, policy, with_renet=False):
+    """Median train step seconds under `policy`, and (`with_renet`) the median fwd+bwd seconds of
+    the same model's ReNet layers (else None)."""
     keras.config.set_dtype_policy(policy)
     try:
         keras.utils.set_random_seed(0)
@@ -77,9 +79,7 @@ def step_seconds(config, size, batch_size, repeats, policy, with_renet=False):
         start = time.perf_counter()
         model.train_on_batch(images, masks)
         times.append(time.perf_counter() - start)
-    if with_renet:
-        return statistics.median(times), renet_seconds(model, batch_size, repeats)
-    return statistics.median(times)
+    return statistics.median(times), renet_seconds(model, batch_size, repeats) if with_renet else None
 
 
 def main():
@@ -95,13 +95,12 @@ def main():
     config, preset_size, _ = get_preset(args.preset)
     size = tuple(args.image_size or preset_size)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    seconds, renet_s = {}, None
+    # The ReNet layers' share is measured on the reference (first) policy's model.
+    seconds, renet = {}, {}
     for policy in policies:
-        if policy == policies[0]:
-            seconds[policy], renet_s = step_seconds(config, size, args.batch_size, args.repeats, policy,
-                                                    with_renet=True)
-        else:
-            seconds[policy] = step_seconds(config, size, args.batch_size, args.repeats, policy)
+        seconds[policy], renet[policy] = step_seconds(config, size, args.batch_size, args.repeats, policy,
+                                                      with_renet=policy == policies[0])
+    renet_s = renet[policies[0]]
     reference = seconds[policies[0]]
     print(json.dumps({
         "preset": args.preset, "image_size": list(size), "batch_size": args.batch_size, "repeats": args.repeats,
