@@ -4,6 +4,11 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# The default model of each dataset is package data (reseg_tf.pretrained loads them by name):
+# the `reseg_tf_pretrained` package is the repository's saved_models/ folder, of which only these
+# files go into a wheel (variants, fine-tunes and reports stay in the repository).
+PRETRAINED_DATASETS = ("camvid", "weizmann_horse", "oxford_flowers17")
+PRETRAINED_FILES = ("model.keras", "metrics.json", "run.json")
 
 
 def _requirements():
@@ -18,9 +23,14 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["reseg_tf", "reseg_tf.*", "pipelines", "pipelines.*"]),
+    packages=find_packages(include=["reseg_tf", "reseg_tf.*", "pipelines", "pipelines.*"]) + ["reseg_tf_pretrained"],
+    package_dir={"reseg_tf_pretrained": "saved_models"},
     include_package_data=True,
-    package_data={"pipelines": ["data/**/*"], "reseg_tf": ["py.typed"]},
+    package_data={
+        "pipelines": ["data/**/*"],
+        "reseg_tf": ["py.typed"],
+        "reseg_tf_pretrained": [f"{d}/{f}" for d in PRETRAINED_DATASETS for f in PRETRAINED_FILES],
+    },
     install_requires=_requirements(),
     extras_require={
         # `reseg export --onnx` (Keras' model.export(format="onnx") uses tf2onnx; verification runs onnxruntime)

@@ -42,15 +42,19 @@ def _add_summary(subparsers):
 
 
 def _add_presets(subparsers):
-    parser = subparsers.add_parser("presets", help="List the built-in model presets.")
+    parser = subparsers.add_parser(
+        "presets", help="List the built-in model presets and the training recipe each carries.",
+        description="List the built-in presets: model size, description, and the training recipe "
+        "`reseg train --preset P` uses unless a flag overrides a setting.")
 
     def handler(args):
-        from reseg_tf.models import PRESETS
+        from reseg_tf.models import PRESETS, describe_recipe, get_recipe
 
         for name in sorted(PRESETS):
             preset = PRESETS[name]
             height, width = preset["image_size"]
-            print(f"{name:22s} {height}x{width}  {preset['description']}")
+            print(f"{name}  (model size {height}x{width})  {preset['description']}")
+            print(f"    recipe: {describe_recipe(get_recipe(name))}")
         return 0
 
     parser.set_defaults(handler=handler)
@@ -121,38 +125,47 @@ def _add_train(subparsers):
     _add_data_source_flags(parser)
     parser.add_argument("--output", default=None, help="output directory; default: runs/<preset>")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="maximum epochs; default: 60 for demo, 200 otherwise (early stopping may end sooner)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step; default: 5")
+                        help="maximum epochs (early stopping may end sooner); default: the preset's "
+                        "recipe, else 200")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per step; default: the preset's recipe, else 5")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
-                        help="train at this height and width; default: the preset's size")
+                        help="train at this height and width; default: the preset's recipe, else the "
+                        "preset's size")
     parser.add_argument("--crop-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="train on random HxW crops of the images resized to --image-size (a step "
                         "costs what a crop does); validation, the saved model and evaluation use the "
-                        "whole --image-size. Default: no crops")
+                        "whole --image-size. Default: the preset's recipe, else no crops")
+    parser.add_argument("--no-crop", dest="crop_size", action="store_const", const=False,
+                        help="train on whole images even where the preset's recipe crops")
     parser.add_argument("--optimizer", default=None, choices=tuple(OPTIMIZERS),
-                        help="default: adadelta with the paper's settings (lr 1.0, rho 0.95, eps 1e-6)")
+                        help="default: the preset's recipe, else adadelta with the paper's settings "
+                        "(lr 1.0, rho 0.95, eps 1e-6)")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="default per optimizer: adadelta 1.0, adam 1e-3, sgd 1e-2 (momentum 0.9), rmsprop 1e-3")
+                        help="default: the preset's recipe (with its optimizer), else per optimizer: "
+                        "adadelta 1.0, adam 1e-3, sgd 1e-2 (momentum 0.9), rmsprop 1e-3")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="L2 coefficient on trainable kernels, added to the per-pixel mean loss; "
-                        "default: 1e-3 (the paper); 0 disables it")
-    parser.add_argument("--class-balance", action="store_true",
-                        help="weight pixels by median-frequency class balancing (computed on the train split)")
+                        "default: the preset's recipe, else 1e-3 (the paper); 0 disables it")
+    parser.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=None,
+                        help="weight pixels by median-frequency class balancing (computed on the train "
+                        "split); default: the preset's recipe, else off")
     parser.add_argument("--class-balance-power", type=float, default=None, metavar="P",
                         help="with --class-balance: raise the median-frequency weights to this power "
-                        "(0.5 = square root, softer balancing); default: 1")
+                        "(0.5 = square root, softer balancing); default: the preset's recipe, else 1")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random augmentation of the training images; default: on")
+                        help="random augmentation of the training images; default: the preset's recipe, else on")
     parser.add_argument("--augment-mode", default=None, choices=AUGMENT_MODES,
                         help="standard: flips, zoom 0.8-1.2, shifts, colour jitter; flip: left-right "
-                        "flips only; default: standard")
+                        "flips only; default: the preset's recipe, else standard")
     parser.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
                         help="cosine: the learning rate decays on a half cosine to 0 over --epochs; "
-                        "default: constant")
+                        "default: the preset's recipe, else constant")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="batches per epoch (the training set repeats); default: one pass over it")
     parser.add_argument("--patience", type=int, default=None,
-                        help="stop after this many epochs without a better val mean IoU; default: 20")
+                        help="stop after this many epochs without a better val mean IoU; default: the "
+                        "preset's recipe, else 20")
     parser.add_argument("--seed", type=int, default=None, help="random seed; default: 0")
     parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
                         choices=MIXED_PRECISION_MODES,
@@ -177,6 +190,13 @@ def _add_train(subparsers):
                         "differs); prints which layers were loaded and which are new")
     parser.add_argument("--freeze-front-end", action="store_true",
                         help="with --init-from: keep the loaded front end (VGG-shaped stem) fixed")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep an exponential moving average of the weights (Keras' optimizer "
+                        "EMA): validation, model.keras and the final evaluation use the averaged "
+                        "weights; default: the preset's recipe, else off")
+    parser.add_argument("--ema-momentum", type=float, default=None, metavar="M",
+                        help="with --ema: the average's decay per step (it spans about 1/(1-M) "
+                        "steps); default: 0.99")
 
     def handler(args):
         from reseg_tf.run_files import OutputLockedError
@@ -195,6 +215,7 @@ def _add_train(subparsers):
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
             strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,
             init_from=args.init_from, freeze_front_end=args.freeze_front_end or None,
+            ema=args.ema, ema_momentum=args.ema_momentum,
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})
@@ -208,34 +229,74 @@ def _add_train(subparsers):
     parser.set_defaults(handler=handler)
 
 
-# Trained models committed with the source (a git checkout / editable install), one per dataset.
-SAVED_MODELS = Path(__file__).resolve().parent.parent / "saved_models"
 DEFAULT_DATASET = "camvid"
-
-
-def default_model_path(dataset=None):
-    """`saved_models/<dataset>/model.keras` (CamVid's when `dataset` is None)."""
-    return SAVED_MODELS / (dataset or DEFAULT_DATASET) / "model.keras"
 
 
 def _add_model_flag(parser):
     parser.add_argument("--model", default=None,
-                        help="the trained model's .keras file; default: the committed model of --dataset, "
-                        "saved_models/<dataset>/model.keras (CamVid's when no --dataset is given)")
+                        help="a trained model's .keras file, or a pretrained model's name (camvid, "
+                        "weizmann_horse, oxford_flowers17; see `reseg models`); default: the "
+                        "pretrained model of --dataset (camvid's when no --dataset is given)")
 
 
 def _model_path(args):
+    """The .keras file to use: --model as a file or a pretrained name, else --dataset's model."""
+    from reseg_tf import pretrained
+
     if args.model is not None:
-        return args.model
-    dataset = getattr(args, "dataset", None)
-    path = default_model_path(dataset)
-    if not path.is_file():
-        shipped = sorted(p.parent.name for p in SAVED_MODELS.glob("*/model.keras"))
-        raise CliError(f"no --model given and there is no default model for dataset "
-                       f"{dataset or DEFAULT_DATASET!r} ({path}; committed models: "
-                       f"{', '.join(shipped) or 'none'}, in a git checkout of reseg_tf); pass --model PATH.")
+        if Path(args.model).exists():
+            return args.model
+        try:
+            name = pretrained.resolve_name(args.model)
+        except ValueError:
+            return args.model  # loading names the missing file
+        path = pretrained.pretrained_path(name)
+        print(f"using the pretrained model {name!r} ({path})")
+        return str(path)
+    dataset = getattr(args, "dataset", None) or DEFAULT_DATASET
+    try:
+        name = pretrained.resolve_name(dataset)
+    except ValueError:
+        raise CliError(f"no --model given and there is no pretrained model for dataset {dataset!r} "
+                       f"(pretrained: {', '.join(sorted(pretrained.PRETRAINED))}); pass --model PATH.") from None
+    try:
+        path = pretrained.pretrained_path(name)
+    except FileNotFoundError as error:
+        raise CliError(f"no --model given and {error}") from None
     print(f"using the default model {path}")
     return str(path)
+
+
+def _add_models(subparsers):
+    parser = subparsers.add_parser(
+        "models", help="List the pretrained models that come with the package and their val figures.",
+        description="List the pretrained models (usable as `--model NAME` or by `--dataset`): what "
+        "each was trained on, its preset, and its validation figures (selected on val).")
+    parser.add_argument("--json", action="store_true", help="print the list as JSON instead of a table")
+
+    def handler(args):
+        import json
+
+        from reseg_tf.pretrained import list_pretrained
+
+        entries = list_pretrained()
+        if args.json:
+            print(json.dumps(entries, indent=2))
+            return 0
+        for entry in entries:
+            val = entry["val"]
+            figures = ", ".join(f"{key} {val[key]:.3f}" for key in
+                                ("mean_iou", "global_acc", "foreground_iou") if key in val)
+            where = entry["path"] or "not installed"
+            print(f"{entry['name']}: {entry['description']}\n    preset {entry['preset']}, best epoch "
+                  f"{entry['best_epoch']} of {entry['epochs_run']}; val (selected on val): {figures}\n"
+                  f"    {where}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS.append(_add_models)
 
 
 def _add_averaging_flags(parser, mc=True):
@@ -317,8 +378,8 @@ def _add_predict(subparsers):
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="run the model at this size; default: the model's input size")
     parser.add_argument("--dataset", default=None,
-                        help="without --model, use this dataset's committed model "
-                        "(saved_models/<dataset>/model.keras); default: camvid")
+                        help="without --model, use this dataset's pretrained model (see `reseg "
+                        "models`); default: camvid")
     _add_averaging_flags(parser)
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write NAME_confidence.png and NAME_entropy.png heat maps (and "

@@ -41,24 +41,29 @@ def test_every_flag_has_help():
 
 
 def test_predict_without_model_needs_the_default_model(tmp_path, monkeypatch, capsys):
-    from reseg_tf import cli
+    from reseg_tf import pretrained
 
-    monkeypatch.setattr(cli, "SAVED_MODELS", tmp_path / "absent")
+    monkeypatch.setattr(pretrained, "_root", lambda: tmp_path / "absent")
     assert main(["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "no --model given" in err and "'camvid'" in err and "absent" in err
 
 
 def test_default_model_is_the_given_datasets(tmp_path, monkeypatch, capsys):
-    from reseg_tf import cli
+    from reseg_tf import pretrained
 
     (tmp_path / "weizmann_horse").mkdir()
     (tmp_path / "weizmann_horse" / "model.keras").write_bytes(b"not a model")
-    monkeypatch.setattr(cli, "SAVED_MODELS", tmp_path)
-    assert cli.default_model_path() == tmp_path / "camvid" / "model.keras"
+    monkeypatch.setattr(pretrained, "_root", lambda: tmp_path)
     assert main(["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
                  "--dataset", "oxford_flowers17"]) == 2
     assert "'oxford_flowers17'" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
+                 "--dataset", "folder"]) == 2
+    assert "no pretrained model for dataset 'folder'" in capsys.readouterr().err
     # The horse model exists, so the command gets past choosing it and fails on the fake file.
     main(["evaluate", "--dataset", "weizmann_horse", "--data-dir", str(tmp_path)])
     assert f"using the default model {tmp_path / 'weizmann_horse' / 'model.keras'}" in capsys.readouterr().out
+    # By name, aliases included.
+    main(["evaluate", "--model", "horse", "--dataset", "weizmann_horse", "--data-dir", str(tmp_path)])
+    assert "using the pretrained model 'weizmann_horse'" in capsys.readouterr().out

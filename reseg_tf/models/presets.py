@@ -110,3 +110,50 @@ def get_preset(name):
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
     preset = PRESETS[name]
     return ReSegConfig(**preset["config"]), tuple(preset["image_size"]), preset["description"]
+
+
+# Training recipes: the `reseg_tf.train` settings (TrainConfig field names) each preset trains
+# with unless a flag or keyword says otherwise. The paper's presets carry the paper's recipe;
+# the from-scratch presets carry the recipe of the model shipped for them in saved_models/.
+PAPER_RECIPE = dict(optimizer="adadelta", weight_decay=1e-3, lr_schedule="constant", batch_size=5,
+                    augment_mode="standard", class_balance=False, epochs=200, patience=20)
+_CPU_SCRATCH_RECIPE = dict(optimizer="adam", learning_rate=1e-3, weight_decay=1e-4, lr_schedule="cosine",
+                           batch_size=5)
+_CAMVID_SCRATCH_RECIPE = dict(
+    _CPU_SCRATCH_RECIPE, image_size=(264, 352), crop_size=(180, 240), class_balance=True,
+    class_balance_power=0.5, augment_mode="flip", epochs=84, patience=84)
+_BINARY_SCRATCH_RECIPE = dict(_CPU_SCRATCH_RECIPE, augment_mode="standard", class_balance=False)
+
+RECIPES = {
+    "camvid": PAPER_RECIPE,
+    "camvid_paper_patches": PAPER_RECIPE,
+    "horse": PAPER_RECIPE,
+    "flowers": PAPER_RECIPE,
+    "horse_no_vgg": dict(_BINARY_SCRATCH_RECIPE, epochs=32, patience=32),
+    "camvid_scratch": _CAMVID_SCRATCH_RECIPE,
+    "camvid_scratch_conv": _CAMVID_SCRATCH_RECIPE,
+    "camvid_scratch_dropout": _CAMVID_SCRATCH_RECIPE,
+    "camvid_scratch_dropout_last": _CAMVID_SCRATCH_RECIPE,
+    "horse_scratch": dict(_BINARY_SCRATCH_RECIPE, epochs=40, patience=40),
+    "flowers_scratch": dict(_BINARY_SCRATCH_RECIPE, epochs=30, patience=30),
+    # Tuned to finish in a few minutes on a 2-core CPU (the README's first line).
+    "demo": dict(PAPER_RECIPE, epochs=60),
+}
+
+
+def get_recipe(name):
+    """The training recipe of a built-in preset: a dict of `reseg_tf.training.TrainConfig`
+    fields (a copy; presets without one train with TrainConfig's defaults)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
+    return dict(RECIPES.get(name, {}))
+
+
+def describe_recipe(recipe):
+    """A recipe as `key=value` pairs in its own order (sizes as HxW)."""
+    def shown(value):
+        if isinstance(value, (tuple, list)):
+            return "x".join(str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key}={shown(value)}" for key, value in recipe.items()) or "TrainConfig's defaults"

@@ -32,7 +32,7 @@ from reseg_tf.training.callbacks import (
 )
 from reseg_tf.training.config import (
     AUGMENT_MODES, DEFAULT_EPOCHS, FLIP_ONLY, LR_SCHEDULES, MIXED_PRECISION, MIXED_PRECISION_MODES, MONITOR,
-    OPTIMIZERS, PAPER_WEIGHT_DECAY, PRESET_EPOCHS, RESUMABLE_CHANGES, TrainConfig, cosine_learning_rate,
+    OPTIMIZERS, PAPER_WEIGHT_DECAY, RECIPE_DEFAULTS, RESUMABLE_CHANGES, TrainConfig, cosine_learning_rate,
     mixed_precision_policy,
 )
 from reseg_tf.training.data import class_weights, load_source, make_datasets, model_config_for
@@ -42,7 +42,7 @@ from reseg_tf.training.trainer import train
 __all__ = [
     "AUGMENT_MODES", "AtomicBackupAndRestore", "BestModelCheckpoint", "DEFAULT_EPOCHS", "EpochHistoryCSV",
     "FLIP_ONLY", "LR_SCHEDULES", "MIXED_PRECISION", "MIXED_PRECISION_MODES", "MONITOR", "OPTIMIZERS",
-    "PAPER_WEIGHT_DECAY", "PRESET_EPOCHS", "RESUMABLE_CHANGES", "ResumableEarlyStopping", "RunDirectoryError",
+    "PAPER_WEIGHT_DECAY", "RECIPE_DEFAULTS", "RESUMABLE_CHANGES", "ResumableEarlyStopping", "RunDirectoryError",
     "StopOnNonFiniteLoss", "TimeBudget", "TrainConfig", "TrainingDivergedError", "class_weights",
     "cosine_learning_rate", "load_source", "make_callbacks", "make_datasets", "mixed_precision_policy",
     "model_config_for", "prepare_output", "read_history", "train",

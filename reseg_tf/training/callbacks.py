@@ -3,6 +3,7 @@
 They keep `history.csv`, `model.keras` and `backup/` consistent with each other when a run is
 killed, resumed or diverges (see `reseg_tf.training`).
 """
+import contextlib
 import csv
 import io
 import math
@@ -11,7 +12,7 @@ import time
 
 import keras
 
-from reseg_tf.models import with_input_size
+from reseg_tf.models import ReSegModel, with_input_size
 from reseg_tf.run_files import atomic_path, atomic_write_json, atomic_write_text, save_model_atomically
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, cosine_learning_rate
 
@@ -113,15 +114,15 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     On a resumed run the best value so far is read back from `history.csv` (epochs before the
     one training restarts from), so only a real improvement replaces `model.keras`.
     `model_to_save` replaces the fitted model (a head trained on cached features saves the full
-    model it shares its layers with). With `save_input_size`, a copy of it built for that
-    `(height, width)` is saved (a model trained on crops takes any size; evaluation and export
+    model it shares its layers with). The file holds a copy of the model without its optimizer
+    state; with `save_input_size`, the copy is built for that `(height, width)` (a model trained on crops takes any size; evaluation and export
     should run it at the size it was trained for).
     """
 
     def __init__(self, path, history_path, monitor=MONITOR, verbose=1, model_to_save=None,
-                 save_input_size=None):
+                 save_input_size=None, ema=None):
         super().__init__()
-        self.model_to_save, self.save_input_size = model_to_save, save_input_size
+        self.model_to_save, self.save_input_size, self.ema = model_to_save, save_input_size, ema
         self.path, self.history_path, self.monitor, self.verbose = path, history_path, monitor, verbose
         self.best = -math.inf
         self.best_epoch = None
@@ -149,9 +150,13 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             # A ReSegModel saves its ReSegConfig, not its layers' dtype policies: a model trained
             # under a mixed-precision policy loads as a float32 model.
             model = self.model_to_save or self.model
-            if self.save_input_size:
-                model = with_input_size(model, self.save_input_size)
-            save_model_atomically(model, self.path)
+            with self.ema.averaged_weights() if self.ema else contextlib.nullcontext():
+                # A copy without the optimizer: model.keras is for inference and fine-tuning
+                # (the backup keeps the optimizer state), a third of the size with Adam.
+                # Any other Keras model (one a user passed to `fit`) is saved as it is.
+                if isinstance(model, ReSegModel):
+                    model = with_input_size(model, self.save_input_size or model.image_shape[:2])
+                save_model_atomically(model, self.path)
             if self.verbose:
                 improvement = "" if previous == -math.inf else f" improved from {previous:.4f}"
                 print(f"Epoch {epoch + 1}: {self.monitor}{improvement} to {self.best:.4f}, saved {self.path}",
@@ -203,6 +208,36 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Validation sees the optimizer's exponential moving average of the weights (`use_ema=True`).
+
+    Keras' `SwapEMAWeights(swap_on_epoch=True)` leaves the averaged weights in the model between
+    epochs, so a backup written then stores the average as the model's weights and the raw
+    weights as the optimizer's average, and a resumed run would continue from the swapped pair.
+    Here the swap lasts only for validation and for `averaged_weights()` (the best-model
+    checkpoint saves inside it), so the backup always holds the raw weights and the running
+    average in their own places, and a resumed run continues both. Batch-norm statistics are
+    not trainable variables: the averaged model uses the raw run's moving statistics.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=False)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """The averaged weights in the model for the duration of the block."""
+        if self._ema_weights_in_model:
+            yield
+            return
+        self._swap_variables()
+        self._ema_weights_in_model = True
+        try:
+            yield
+        finally:
+            self._swap_variables()
+            self._ema_weights_in_model = False
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that writes its weights and epoch files atomically.
 
@@ -226,15 +261,17 @@ def make_callbacks(config, paths, verbose, model_to_save=None, save_input_size=N
     `model_to_save` and `save_input_size` are passed to `BestModelCheckpoint`.
     """
     optional = [TimeBudget(config.time_budget)] if config.time_budget else []
+    ema = AveragedWeights() if config.ema else None
     if config.lr_schedule == "cosine":
         base = config.learning_rate or OPTIMIZERS[config.optimizer][1]["learning_rate"]
         optional.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, _: cosine_learning_rate(base, epoch, config.epochs)))
     return optional + [
         StopOnNonFiniteLoss(),
+        *([ema] if ema else []),
         EpochHistoryCSV(paths["history.csv"]),
         BestModelCheckpoint(paths["model.keras"], paths["history.csv"], verbose=verbose,
-                            model_to_save=model_to_save, save_input_size=save_input_size),
+                            model_to_save=model_to_save, save_input_size=save_input_size, ema=ema),
         ResumableEarlyStopping(paths["history.csv"], monitor=MONITOR, mode="max",
                                patience=config.patience, verbose=verbose),
         keras.callbacks.TensorBoard(paths["tensorboard"], write_graph=False, profile_batch=0),

@@ -8,13 +8,10 @@ import math
 import os
 
 from reseg_tf.distribute import STRATEGIES
-from reseg_tf.models import get_preset
+from reseg_tf.models import get_preset, get_recipe
 
 PAPER_WEIGHT_DECAY = 1e-3
 MONITOR = "val_mean_iou"
-# Fresh-run defaults per preset; others use DEFAULT_EPOCHS and early stopping. The demo is tuned
-# to finish in a few minutes on a 2-core CPU (see the preset's description).
-PRESET_EPOCHS = {"demo": 60}
 DEFAULT_EPOCHS = 200
 # name: (`keras.optimizers` class name, its arguments).
 OPTIMIZERS = {
@@ -29,6 +26,15 @@ FLIP_ONLY = dict(hflip=True, scale_range=None, max_shift=0.0, brightness=0.0, co
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION_MODES = ("auto", "float16", "bfloat16")
 MIXED_PRECISION = (False, True, *MIXED_PRECISION_MODES)
+DEFAULT_EMA_MOMENTUM = 0.99
+# The settings a preset's recipe (`reseg_tf.models.get_recipe`) may give, and what a setting
+# that neither the caller nor the recipe gives defaults to (the paper's recipe).
+RECIPE_DEFAULTS = dict(
+    epochs=DEFAULT_EPOCHS, batch_size=5, image_size=None, crop_size=None, optimizer="adadelta",
+    learning_rate=None, weight_decay=PAPER_WEIGHT_DECAY, class_balance=False, class_balance_power=1.0,
+    augment=True, augment_mode="standard", lr_schedule="constant", patience=20, ema=False,
+    ema_momentum=DEFAULT_EMA_MOMENTUM,
+)
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
 
@@ -37,13 +43,19 @@ RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples
 class TrainConfig:
     """Settings of `reseg_tf.train`; every field mirrors a `reseg train` flag.
 
+    The training settings (`RECIPE_DEFAULTS`' keys) left at None come from the preset's recipe
+    (`reseg_tf.models.get_recipe(preset)`, shown by `reseg presets`), then from
+    `RECIPE_DEFAULTS`; the defaults below are those of a preset without a recipe. A recipe's
+    `learning_rate` applies only with the recipe's optimizer. `crop_size=False` asks for no
+    crops where the recipe has some.
+
     Args:
         preset: model preset (`reseg_tf.list_presets()`).
         dataset: data source name (`camvid`, `weizmann_horse`, `oxford_flowers17`, `folder`).
         data_dir: dataset root; None = the embedded CamVid sample (camvid only).
         dataset_options: extra `pipelines.get_source` options (e.g. `num_classes` for `folder`).
         output: output directory; default `runs/<preset>`.
-        epochs: maximum epochs; default 60 for `demo`, 200 otherwise (early stopping ends sooner).
+        epochs: maximum epochs; default 200 (early stopping may end sooner).
         batch_size: images per step (the paper: 5).
         image_size: `(height, width)` to train at; default the preset's size.
         crop_size: `(height, width)` of random crops taken from each training image (after the
@@ -91,6 +103,13 @@ class TrainConfig:
             (`reseg_tf.training.init_from`). None: VGG weights or random initialisation.
         freeze_front_end: with `init_from`, keep the loaded front end (the VGG-shaped stem and
             its batch norm) fixed.
+        ema: keep an exponential moving average of the trainable weights (Keras' optimizer
+            `use_ema=True`): validation, the best-model checkpoint (so `model.keras`) and the
+            final evaluation use the averaged weights, while training steps update the raw ones;
+            a resumed run continues the average from its backup. Averaging in weight space is
+            sub-model averaging at no inference cost.
+        ema_momentum: the average's decay per training step: `average = m * average + (1 - m) *
+            weights`, i.e. it spans about `1 / (1 - m)` steps (0.99: about 100).
     """
 
     preset: str = "demo"
@@ -99,19 +118,19 @@ class TrainConfig:
     dataset_options: dict = dataclasses.field(default_factory=dict)
     output: str = None
     epochs: int = None
-    batch_size: int = 5
+    batch_size: int = None
     image_size: tuple = None
     crop_size: tuple = None
-    optimizer: str = "adadelta"
+    optimizer: str = None
     learning_rate: float = None
-    weight_decay: float = PAPER_WEIGHT_DECAY
-    class_balance: bool = False
-    class_balance_power: float = 1.0
-    augment: bool = True
-    augment_mode: str = "standard"
-    lr_schedule: str = "constant"
+    weight_decay: float = None
+    class_balance: bool = None
+    class_balance_power: float = None
+    augment: bool = None
+    augment_mode: str = None
+    lr_schedule: str = None
     steps_per_epoch: int = None
-    patience: int = 20
+    patience: int = None
     seed: int = 0
     mixed_precision: bool | str = False
     vgg_weights: str = None
@@ -123,13 +142,15 @@ class TrainConfig:
     cache_features: bool = False
     init_from: str = None
     freeze_front_end: bool = False
+    ema: bool = None
+    ema_momentum: float = None
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name
         if self.output is None:
             self.output = os.path.join("runs", self.preset)
-        if self.epochs is None:
-            self.epochs = PRESET_EPOCHS.get(self.preset, DEFAULT_EPOCHS)
+        momentum_asked = self.ema_momentum is not None
+        self._apply_recipe()
         for field in ("epochs", "batch_size", "patience", "num_examples"):
             value = getattr(self, field)
             minimum = 0 if field in ("patience", "num_examples") else 1
@@ -176,8 +197,31 @@ class TrainConfig:
                                         "trained ReSeg .keras file (e.g. saved_models/camvid/model.keras).")
             if self.vgg_weights is not None:
                 raise ValueError("--init-from and --vgg-weights both set the starting weights; give one.")
+        if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
+                or not 0 < self.ema_momentum < 1:
+            raise ValueError(f"`ema_momentum` must be in (0, 1), got {self.ema_momentum!r}.")
+        self.ema_momentum = float(self.ema_momentum)
+        if momentum_asked and not self.ema:
+            raise ValueError("--ema-momentum sets the weight average's decay: it needs --ema.")
         if self.freeze_front_end and self.init_from is None:
             raise ValueError("--freeze-front-end keeps a loaded front end fixed: it needs --init-from.")
+
+    def _apply_recipe(self):
+        recipe = get_recipe(self.preset)
+        unknown = sorted(set(recipe) - set(RECIPE_DEFAULTS))
+        if unknown:
+            raise ValueError(f"preset {self.preset!r}'s recipe sets {unknown}, which are not training "
+                             f"settings a recipe may give ({', '.join(RECIPE_DEFAULTS)}).")
+        if self.optimizer is not None and recipe.get("optimizer", self.optimizer) != self.optimizer:
+            recipe.pop("learning_rate", None)  # tuned for the recipe's optimizer, not this one
+        self.from_recipe = []
+        for name, default in RECIPE_DEFAULTS.items():
+            if getattr(self, name) is None:
+                if name in recipe:
+                    self.from_recipe.append(name)
+                setattr(self, name, recipe.get(name, default))
+        if self.crop_size is False:
+            self.crop_size = None
 
     def identity(self):
         """The settings that define the run (compared when an unfinished run is resumed)."""

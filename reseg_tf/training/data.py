@@ -34,8 +34,11 @@ def model_config_for(config, source):
     image_size = tuple(config.image_size or preset_size)
     crop = config.crop_size
     if crop is not None and (crop[0] > image_size[0] or crop[1] > image_size[1]):
-        raise ValueError(f"`crop_size` {crop[0]}x{crop[1]} is larger than the training image size "
-                         f"{image_size[0]}x{image_size[1]} (`image_size` or the preset's); crops must fit.")
+        origin = (f"preset {config.preset!r}'s recipe crops" if "crop_size" in getattr(config, "from_recipe", ())
+                  else "`crop_size`")
+        raise ValueError(f"{origin} {crop[0]}x{crop[1]}, larger than the training image size "
+                         f"{image_size[0]}x{image_size[1]} (`image_size` or the preset's); crops must fit: "
+                         "give --crop-size H W within it, or --no-crop.")
     return model_config, image_size
 
 

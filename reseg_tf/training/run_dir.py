@@ -6,7 +6,7 @@ import os
 import shutil
 
 from reseg_tf.run_files import atomic_write_json, read_json
-from reseg_tf.training.config import TrainConfig
+from reseg_tf.training.config import RECIPE_DEFAULTS, TrainConfig
 
 RUN_FILE = "run.json"
 ARTIFACTS = ("model.keras", "metrics.json", "history.csv", "tensorboard", "predictions", "backup",
@@ -54,8 +54,10 @@ def prepare_output(config):
             )
         return "fresh"
     # A setting the record lacks was added after that run started: it ran with the default.
+    # (The training settings' defaults are RECIPE_DEFAULTS: the dataclass holds None for them.)
     defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
                 else field.default_factory() for field in dataclasses.fields(TrainConfig)}
+    defaults.update(RECIPE_DEFAULTS)
     recorded = {**defaults, **record.get("settings", {})}
     if recorded.get("data_dir") is not None:  # recorded relative to the working directory
         recorded["data_dir"] = os.path.abspath(recorded["data_dir"])

@@ -13,7 +13,7 @@ import tensorflow as tf
 from reseg_tf.distribute import is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model
+from reseg_tf.models import build_model, describe_recipe
 from reseg_tf.run_files import RunLock, atomic_write_json, read_json
 from reseg_tf.training.callbacks import BestModelCheckpoint, TrainingDivergedError, make_callbacks, read_history
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
@@ -50,6 +50,9 @@ def train(config=None, **settings):
         # Other workers keep their own checkpoints/backups and write no user-facing artifacts.
         task_id = strategy.cluster_resolver.task_id
         config = dataclasses.replace(config, output=os.path.join(config.output, "workers", str(task_id)))
+    if config.from_recipe:
+        recipe = {name: getattr(config, name) for name in config.from_recipe}
+        print(f"Preset {config.preset!r}'s recipe: {describe_recipe(recipe)} (flags override it).", flush=True)
     source = load_source(config)
     model_config, image_size = model_config_for(config, source)
     paths = artifact_paths(config.output)
@@ -100,7 +103,8 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
                 fitted, train_data, val_data = make_feature_datasets(
                     config, source, model, image_size, paths, verbose)
             fitted.compile(
-                optimizer=_optimizer(config.optimizer, config.learning_rate),
+                optimizer=_optimizer(config.optimizer, config.learning_rate,
+                                     ema_momentum=config.ema_momentum if config.ema else None),
                 loss=VoidAwareCrossEntropy(model_config.num_classes),
                 metrics=segmentation_metrics(model_config.num_classes),
             )
@@ -170,11 +174,13 @@ def _finish(config, source, paths, verbose):
             "epochs_run": len(history_rows)}
 
 
-def _optimizer(name, learning_rate):
+def _optimizer(name, learning_rate, ema_momentum=None):
     class_name, defaults = OPTIMIZERS[name]
     arguments = dict(defaults)
     if learning_rate is not None:
         arguments["learning_rate"] = learning_rate
+    if ema_momentum is not None:
+        arguments.update(use_ema=True, ema_momentum=ema_momentum)
     return getattr(keras.optimizers, class_name)(**arguments)
 
 

@@ -1,0 +1,1 @@
+"""Installed as the `reseg_tf_pretrained` package: the pretrained models' files (see `reseg_tf.pretrained`)."""
