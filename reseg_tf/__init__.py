@@ -1,4 +1,8 @@
 """reseg_tf: ReSeg (Visin et al. 2016) semantic segmentation for TensorFlow / Keras 3."""
+from reseg_tf.backend_check import require_tensorflow_backend
+
+require_tensorflow_backend()  # before anything imports Keras
+
 from reseg_tf.layers import ReNetLayer
 from reseg_tf.models import ReSegConfig, ReSegModel, build_model, get_preset, list_presets
 # Training, evaluation and prediction import `pipelines` only when they are called.

@@ -88,12 +88,28 @@ def test_train_writes_every_artifact(trained_run):
     assert model.input_shape == (None, SIZE, SIZE, 3)
 
 
-def test_finished_run_is_refused_naming_the_flags(trained_run, data_dir, capsys):
+def test_finished_run_with_other_settings_is_refused_naming_the_flags(trained_run, data_dir, capsys):
     before = (trained_run / "model.keras").stat().st_mtime_ns
-    assert cli.main(_train_args(data_dir, trained_run)) == 2
+    assert cli.main(_train_args(data_dir, trained_run)) == 2  # adadelta, the run used adam
     error = capsys.readouterr().err
-    assert "finished run" in error and "--overwrite" in error and "--output" in error
+    assert "finished run with other settings" in error and "optimizer" in error
+    assert "--overwrite" in error and "--output" in error
     assert (trained_run / "model.keras").stat().st_mtime_ns == before
+
+
+def test_finished_run_asked_again_reports_its_metrics_and_trains_nothing(trained_run, data_dir, capsys):
+    files = sorted(p for p in trained_run.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert cli.main(_train_args(data_dir, trained_run, "--optimizer", "adam")) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert "already holds this run" in out
+    assert f"val mean IoU {metrics['mean_iou']:.4f}" in out and "Epoch 1/" not in out
+    assert sorted(p for p in trained_run.rglob("*") if p.is_file()) == files
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    result = training.train(preset="demo", dataset="camvid", data_dir=str(data_dir), output=str(trained_run),
+                            epochs=1, image_size=(SIZE, SIZE), batch_size=2, augment=False, optimizer="adam")
+    assert result["metrics"] == metrics and result["best_epoch"] == metrics["best_epoch"]
 
 
 def test_evaluate_prints_table_and_writes_json(trained_run, data_dir, tmp_path, capsys):

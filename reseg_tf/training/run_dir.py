@@ -33,7 +33,8 @@ def _remove_artifacts(output):
 def prepare_output(config):
     """Decides between a fresh run, resuming, evaluating a trained run, or refusing.
 
-    Returns the state to continue from: `"fresh"`, `"resume"` or `"trained"`.
+    Returns the state to continue from: `"fresh"`, `"resume"`, `"trained"` (evaluate the best
+    model), or `"finished"` (a finished run with the same settings: nothing left to do).
     """
     output = config.output
     paths = artifact_paths(output)
@@ -44,34 +45,29 @@ def prepare_output(config):
             print(f"--overwrite: removing the previous run's files in {output}.", flush=True)
             _remove_artifacts(output)
         return "fresh"
-    if os.path.exists(paths["metrics.json"]) or (record or {}).get("state") == "finished":
-        raise RunDirectoryError(f"{output} holds a finished run (metrics.json exists); {how_to_restart}.")
+    finished = os.path.exists(paths["metrics.json"]) or (record or {}).get("state") == "finished"
     if record is None:
         ours = [name for name, path in paths.items() if os.path.exists(path)]
+        if finished:
+            raise RunDirectoryError(f"{output} holds a finished run (metrics.json exists); {how_to_restart}.")
         if ours:
             raise RunDirectoryError(
                 f"{output} already contains {', '.join(ours)} but no {RUN_FILE} of a reseg run; {how_to_restart}."
             )
         return "fresh"
-    # A setting the record lacks was added after that run started: it ran with the default.
-    # (The training settings' defaults are RECIPE_DEFAULTS: the dataclass holds None for them.)
-    defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
-                else field.default_factory() for field in dataclasses.fields(TrainConfig)}
-    defaults.update(RECIPE_DEFAULTS)
-    recorded = {**defaults, **record.get("settings", {})}
-    if recorded.get("data_dir") is not None:  # recorded relative to the working directory
-        recorded["data_dir"] = os.path.abspath(recorded["data_dir"])
-    differences = {
-        key: (recorded.get(key), value)
-        for key, value in config.identity().items()
-        if _jsonable(recorded.get(key)) != _jsonable(value)
-    }
+    differences = _differences(record, config)
     if differences:
         listed = "; ".join(f"{key}: run has {old!r}, asked {new!r}" for key, (old, new) in differences.items())
+        kind = "a finished run" if finished else "an unfinished run"
+        again = "" if finished else "rerun with the same settings to resume it, or "
         raise RunDirectoryError(
-            f"{output} holds an unfinished run with other settings ({listed}); rerun with the "
-            f"same settings to resume it, or {how_to_restart}."
+            f"{output} holds {kind} with other settings ({listed}); {again}{how_to_restart}."
         )
+    if finished:
+        if record.get("state") == "finished" and os.path.exists(paths["metrics.json"]):
+            return "finished"
+        raise RunDirectoryError(f"{output} holds a finished run whose files are incomplete "
+                                f"(run.json or metrics.json is missing); {how_to_restart}.")
     if record.get("state") == "trained":
         print(f"{output}: training had finished; evaluating the best model.", flush=True)
         return "trained"
@@ -82,6 +78,24 @@ def prepare_output(config):
         return "resume"
     print(f"{output}: the previous run stopped before completing an epoch; starting it again.", flush=True)
     return "fresh"
+
+
+def _differences(record, config):
+    """`{setting: (recorded, asked)}` for every identity setting on which `config` differs from
+    the run recorded in `record`."""
+    # A setting the record lacks was added after that run started: it ran with the default.
+    # (The training settings' defaults are RECIPE_DEFAULTS: the dataclass holds None for them.)
+    defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING
+                else field.default_factory() for field in dataclasses.fields(TrainConfig)}
+    defaults.update(RECIPE_DEFAULTS)
+    recorded = {**defaults, **record.get("settings", {})}
+    if recorded.get("data_dir") is not None:  # recorded relative to the working directory
+        recorded["data_dir"] = os.path.abspath(recorded["data_dir"])
+    return {
+        key: (recorded.get(key), value)
+        for key, value in config.identity().items()
+        if _jsonable(recorded.get(key)) != _jsonable(value)
+    }
 
 
 def _jsonable(value):

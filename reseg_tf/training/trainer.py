@@ -66,6 +66,8 @@ def train(config=None, **settings):
             print(f"Took over the lock of a process that is gone (pid {lock.took_over_from.get('pid')}).",
                   flush=True)
         state = prepare_output(config)
+        if state == "finished":
+            return _already_finished(config, paths)
         if state != "trained":
             write_run_record(config, "running")
             _fit(config, strategy, source, model_config, image_size, paths, verbose)
@@ -150,6 +152,22 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
         keras.config.set_dtype_policy(previous_policy)
 
 
+def _summary_line(metrics):
+    return (f"Best epoch {metrics.get('best_epoch')}: val mean IoU {metrics['mean_iou']:.4f} "
+            f"(all-one-class baseline {metrics['baseline_mean_iou']:.4f}), global acc "
+            f"{metrics['global_acc']:.4f}, avg class acc {metrics['avg_class_acc']:.4f}.")
+
+
+def _already_finished(config, paths):
+    """The same command run again on a finished run: report it, train nothing."""
+    metrics = read_json(paths["metrics.json"])
+    print(f"{config.output} already holds this run, finished with the same settings; nothing to "
+          f"train (--overwrite trains it again).", flush=True)
+    print(f"{_summary_line(metrics)} Files in {config.output}/", flush=True)
+    return {"output": config.output, "metrics": metrics, "best_epoch": metrics.get("best_epoch"),
+            "epochs_run": metrics.get("epochs_run")}
+
+
 def _finish(config, source, paths, verbose):
     from reseg_tf.evaluation import evaluate_model, load_reseg_model
     from reseg_tf.visualize import write_prediction_strips
@@ -166,10 +184,7 @@ def _finish(config, source, paths, verbose):
     write_prediction_strips(model, source, "val", paths["predictions"], count=config.num_examples)
     atomic_write_json(paths["metrics.json"], summary)
     write_run_record(config, "finished", best_epoch=best.get("epoch"), epochs_run=len(history_rows))
-    print(f"Best epoch {best.get('epoch')}: val mean IoU {summary['mean_iou']:.4f} "
-          f"(all-one-class baseline {summary['baseline_mean_iou']:.4f}), global acc "
-          f"{summary['global_acc']:.4f}, avg class acc {summary['avg_class_acc']:.4f}. Wrote {config.output}/",
-          flush=True)
+    print(f"{_summary_line(summary)} Wrote {config.output}/", flush=True)
     return {"output": config.output, "metrics": summary, "best_epoch": best.get("epoch"),
             "epochs_run": len(history_rows)}
 
