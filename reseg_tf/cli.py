@@ -68,7 +68,8 @@ def _add_export(subparsers):
         "DIR/export_report.json; then reload every artifact and check that it answers like "
         "`reseg predict` (the SavedModel takes images of any size and answers at their size).",
     )
-    parser.add_argument("--model", required=True, help="the trained model's .keras file")
+    parser.add_argument("--model", required=True,
+                        help="the trained model's .keras file, or a pretrained model's name (see `reseg models`)")
     parser.add_argument("--output", default=None,
                         help="export folder; default: saved_models/<model name>/. An existing "
                         "SavedModel version is never overwritten: the next version number is used")
@@ -97,7 +98,7 @@ def _add_export(subparsers):
 
         try:
             export_model(
-                args.model, args.output, image_size=args.image_size,
+                _file_or_pretrained(args.model), args.output, image_size=args.image_size,
                 tflite=() if args.tflite.strip().lower() == "none" else args.tflite,
                 representative_data=args.representative_data, verify=not args.no_verify,
                 tta=args.tta, mc_samples=args.mc_samples, onnx=args.onnx,
@@ -169,8 +170,8 @@ def _add_train(subparsers):
     parser.add_argument("--seed", type=int, default=None, help="random seed; default: 0")
     parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
                         choices=MIXED_PRECISION_MODES,
-                        help="train with a mixed-precision policy: mixed_float16, mixed_bfloat16, or "
-                        "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU with AVX512_BF16/AMX, float32 on "
+                        help="train with a mixed-precision policy: float16 (Keras' mixed_float16), bfloat16 "
+                        "(mixed_bfloat16), or auto (the flag alone): float16 on a GPU, bfloat16 on a CPU with AVX512_BF16/AMX, float32 on "
                         "other CPUs (they emulate bf16, several times slower); default: float32")
     parser.add_argument("--vgg-weights", default=None,
                         help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
@@ -179,13 +180,17 @@ def _add_train(subparsers):
     parser.add_argument("--strategy", default=None, choices=STRATEGIES,
                         help="tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                         "multiworker (machines in TF_CONFIG), tpu; --batch-size is per replica")
+    parser.add_argument("--tpu-address", default=None, metavar="NAME_OR_GRPC",
+                        help="with --strategy tpu: the TPU's name or grpc://host:port address; "
+                        "default: the TPU of this VM (Colab, Cloud TPU VM)")
     parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                         help="stop once another epoch would end past this many minutes; default: no limit")
     parser.add_argument("--cache-features", action="store_true",
                         help="run the frozen front end once, cache its features in OUTPUT/feature_cache/ "
                         "and train the rest on them (augmentation: feature-space flips only)")
-    parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
-                        help="fine-tune: start from this trained ReSeg model; every layer whose name and "
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="fine-tune: start from this trained ReSeg model (a .keras file or a "
+                        "pretrained model's name, see `reseg models`); every layer whose name and "
                         "weight shapes match is loaded (the classifier starts fresh when the class count "
                         "differs); prints which layers were loaded and which are new")
     parser.add_argument("--freeze-front-end", action="store_true",
@@ -202,6 +207,9 @@ def _add_train(subparsers):
         from reseg_tf.run_files import OutputLockedError
         from reseg_tf.training import TrainingDivergedError, train
 
+        if args.tpu_address and args.strategy != "tpu":
+            raise CliError(f"--tpu-address {args.tpu_address} needs --strategy tpu.")
+
         settings = dict(
             preset=args.preset, dataset=args.dataset, data_dir=args.data_dir,
             dataset_options=_data_source_options(args), output=args.output, epochs=args.epochs,
@@ -213,8 +221,9 @@ def _add_train(subparsers):
             class_balance_power=args.class_balance_power,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
             mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
-            strategy=args.strategy, time_budget=args.time_budget, cache_features=args.cache_features,
-            init_from=args.init_from, freeze_front_end=args.freeze_front_end or None,
+            strategy=args.strategy, tpu_address=args.tpu_address,
+            time_budget=args.time_budget, cache_features=args.cache_features,
+            init_from=_file_or_pretrained(args.init_from), freeze_front_end=args.freeze_front_end or None,
             ema=args.ema, ema_momentum=args.ema_momentum,
         )
         try:
@@ -239,20 +248,28 @@ def _add_model_flag(parser):
                         "pretrained model of --dataset (camvid's when no --dataset is given)")
 
 
+def _file_or_pretrained(value):
+    """`value` if it is a file, else the file of the pretrained model it names, else `value`
+    (loading it then names the missing file)."""
+    from reseg_tf import pretrained
+
+    if value is None or Path(value).exists():
+        return value
+    try:
+        name = pretrained.resolve_name(value)
+    except ValueError:
+        return value
+    path = pretrained.pretrained_path(name)
+    print(f"using the pretrained model {name!r} ({path})")
+    return str(path)
+
+
 def _model_path(args):
     """The .keras file to use: --model as a file or a pretrained name, else --dataset's model."""
     from reseg_tf import pretrained
 
     if args.model is not None:
-        if Path(args.model).exists():
-            return args.model
-        try:
-            name = pretrained.resolve_name(args.model)
-        except ValueError:
-            return args.model  # loading names the missing file
-        path = pretrained.pretrained_path(name)
-        print(f"using the pretrained model {name!r} ({path})")
-        return str(path)
+        return _file_or_pretrained(args.model)
     dataset = getattr(args, "dataset", None) or DEFAULT_DATASET
     try:
         name = pretrained.resolve_name(dataset)

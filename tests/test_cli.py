@@ -67,3 +67,22 @@ def test_default_model_is_the_given_datasets(tmp_path, monkeypatch, capsys):
     # By name, aliases included.
     main(["evaluate", "--model", "horse", "--dataset", "weizmann_horse", "--data-dir", str(tmp_path)])
     assert "using the pretrained model 'weizmann_horse'" in capsys.readouterr().out
+
+
+def test_init_from_and_export_take_a_pretrained_models_name(tmp_path, monkeypatch):
+    from reseg_tf import export, pretrained, training
+
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "camvid" / "model.keras").write_bytes(b"stand-in")
+    monkeypatch.setattr(pretrained, "_root", lambda: tmp_path)
+    trained, exported = [], []
+    monkeypatch.setattr(training, "train", lambda **settings: trained.append(settings["init_from"]))
+    monkeypatch.setattr(export, "export_model", lambda model, *args, **kwargs: exported.append(model))
+    main(["train", "--init-from", "camvid", "--output", str(tmp_path / "run")])
+    assert main(["export", "--model", "camvid", "--output", str(tmp_path / "exported")]) == 0
+    # A file path is taken as it is.
+    local = tmp_path / "mine.keras"
+    local.write_bytes(b"x")
+    main(["train", "--init-from", str(local), "--output", str(tmp_path / "run2")])
+    shipped = str(tmp_path / "camvid" / "model.keras")
+    assert trained == [shipped, str(local)] and exported == [shipped]

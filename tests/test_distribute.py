@@ -127,3 +127,28 @@ def test_time_budget_stops_after_the_epoch_that_exhausts_it():
     assert len(history.history["loss"]) == 1
     generous = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3, verbose=0, callbacks=[TimeBudget(60)])
     assert len(generous.history["loss"]) == 3
+
+
+def test_tpu_address_reaches_the_resolver_and_needs_the_tpu_strategy(monkeypatch, tmp_path, capsys):
+    import tensorflow as tf
+
+    from reseg_tf import cli
+
+    asked = []
+
+    class StopHere(Exception):
+        pass
+
+    def resolver(tpu=None):
+        asked.append(tpu)
+        raise StopHere  # no TPU here: stop before connecting
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", resolver)
+    args = ["train", "--strategy", "tpu", "--tpu-address", "grpc://10.0.0.2:8470", "--output", str(tmp_path / "run")]
+    with pytest.raises(StopHere):
+        cli.main(args)
+    assert asked == ["grpc://10.0.0.2:8470"]
+
+    assert cli.main(["train", "--tpu-address", "my-tpu", "--output", str(tmp_path / "other")]) == 2
+    assert "--tpu-address my-tpu needs --strategy tpu" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -36,7 +36,7 @@ RECIPE_DEFAULTS = dict(
     ema_momentum=DEFAULT_EMA_MOMENTUM,
 )
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget")
+RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget", "tpu_address")
 
 
 @dataclasses.dataclass
@@ -90,6 +90,8 @@ class TrainConfig:
         strategy: `default`, `mirrored`, `multiworker` (reads `TF_CONFIG`) or `tpu`
             (`reseg_tf.distribute.make_strategy`). `batch_size` is per replica: the global
             batch is `batch_size * num_replicas_in_sync`. Only the chief writes artifacts.
+        tpu_address: with `strategy="tpu"`: the TPU's name or grpc address; None lets
+            `TPUClusterResolver` find the TPU of the VM (Colab, Cloud TPU VMs).
         time_budget: stop after the epoch that would otherwise end past this many minutes of
             training in this process (None: no limit); the best model so far is kept.
         cache_features: run the frozen front end (VGG16, or the preprocessing of a no-VGG
@@ -138,6 +140,7 @@ class TrainConfig:
     num_examples: int = 4
     verbose: int = None
     strategy: str = "default"
+    tpu_address: str = None
     time_budget: float = None
     cache_features: bool = False
     init_from: str = None
@@ -233,8 +236,8 @@ class TrainConfig:
 
 def cpu_has_native_bfloat16(cpuinfo_path="/proc/cpuinfo"):
     """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX). Without it, bfloat16
-    matmuls are emulated (`benchmarks/precision_bench.py --preset horse_scratch` on an AVX2-only
-    AMD EPYC: a mixed_bfloat16 step takes 6.5x the float32 step)."""
+    matmuls are emulated (`benchmarks/precision_bench.py` on an AVX2-only AMD EPYC: a
+    camvid_scratch step takes 6.0x as long under mixed_bfloat16 as in float32)."""
     try:
         with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
             flags = {flag for line in handle if line.startswith("flags") for flag in line.split()}

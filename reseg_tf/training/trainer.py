@@ -44,7 +44,7 @@ def train(config=None, **settings):
     elif settings:
         config = dataclasses.replace(config, **settings)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy(config.strategy, tpu_address=config.tpu_address)
     chief = is_chief(strategy)
     if not chief:
         # Other workers keep their own checkpoints/backups and write no user-facing artifacts.
