@@ -5,7 +5,9 @@ training run, the SavedModel signatures, TFLite calibration and verification) go
 this module, so a served model, a TFLite model and `reseg predict` see the same pixels:
 
 1. `read_image_file`: one reader for image files (header checks, then decoding to uint8 RGB;
-   gray, palette and RGBA images become RGB, 16-bit ones are scaled to 8 bits).
+   gray, palette and RGBA images become RGB, 16-bit ones are scaled to 8 bits; an EXIF
+   orientation tag is applied, so a portrait phone photo is read the way up viewers show it,
+   as `PIL.ImageOps.exif_transpose` turns it, and its outputs have that displayed size).
 2. `to_working_size`: images resized to the model's working size with exactly the operation
    the training pipeline applies (`pipelines.image_ops.resize_image`: antialiased bilinear,
    rounded to whole pixel values).
@@ -43,7 +45,8 @@ def to_image_size(probabilities, size):
 
 
 def decode_image(data):
-    """In-graph: uint8 RGB `(H, W, 3)` of an encoded image file's bytes."""
+    """In-graph: uint8 RGB `(H, W, 3)` of an encoded image file's bytes, as stored (an EXIF
+    orientation tag is not applied: `read_image_file` applies it from the file's header)."""
     from pipelines.image_ops import decode_image as decode
 
     return decode(data)
@@ -97,15 +100,17 @@ def image_uncertainty(model, images, working_size, tta="none", mc_samples=0, see
 
 
 def read_image_file(path):
-    """uint8 RGB `(H, W, 3)` array of an image file; ValueError naming the file if unusable."""
+    """uint8 RGB `(H, W, 3)` array of an image file as displayed (turned by its EXIF orientation);
+    ValueError naming the file if unusable."""
     from pipelines.files import BadFileError, inspect_image_file
+    from pipelines.image_ops import orient_image
 
     try:
-        inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
+        info = inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
     except BadFileError as error:
         raise ValueError(str(error)) from None
     try:
-        return decode_image(tf.io.read_file(os.fspath(path))).numpy()
+        return orient_image(decode_image(tf.io.read_file(os.fspath(path))), info.orientation).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
         raise ValueError(f"{path}: cannot decode the image ({error.message.splitlines()[0]})") from None
 

@@ -71,6 +71,12 @@ echo '{{"signature_name": "serving_bytes", "instances": [{{"image_bytes": {{"b64
 curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
 ```
 
+`serving_bytes` decodes the pixels as they are stored and ignores an EXIF orientation tag (the
+tag portrait phone photos carry): the answer lines up with the stored pixel grid, not with the
+photo as viewers show it. `reseg predict` and `reseg evaluate` apply the tag; to get their answer
+from the server, turn the image upright before sending it (`PIL.ImageOps.exif_transpose`, or
+pixels read by `reseg_tf.inference.read_image_file` sent to `serving_default`).
+
 The answer is `{{"predictions": [{{"probabilities": [...], "classes": [...]}}]}}`, one entry per
 instance. Probabilities make large JSON answers; for big images prefer gRPC on port 8500
 (`PredictRequest.output_filter` can ask for `classes` only).
