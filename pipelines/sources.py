@@ -98,6 +98,8 @@ class DataSource:
     """
 
     name = None
+    # (height, width) shared by every image of the dataset, None where sizes vary.
+    native_size = None
     # Whether images may differ in size from their masks (they are then resized to the mask).
     resize_image_to_mask = False
     # PIL modes a mask file may have.
@@ -243,6 +245,9 @@ class CamVidSource(DataSource):
 
     name = "camvid"
     mask_modes = ("L",)
+    # (height, width) of every image of the SegNet copy: a model trained at another size was
+    # trained at that pixel scale (tiled inference resizes images to it).
+    native_size = (360, 480)
 
     def __init__(self, data_dir=None):
         super().__init__(data_dir or sample_data_dir(), CAMVID_CLASSES, CAMVID_PALETTE)
