@@ -79,5 +79,6 @@ def test_an_only_run_replaces_its_sections_and_keeps_the_others():
     rows = [line.split(" | ")[0] for line in merged.splitlines() if line.startswith("| ") and "_bench" in line]
     assert rows == ["| a_bench", "| b_bench", "| c_bench", "| gpu_bench"]
     assert ("Updated later by `python benchmarks/run_all.py --only b_bench,c_bench` (2030-02-02 08:00 UTC to "
-            "2030-01-01 10:30 UTC): b_bench, c_bench.") in merged
+            "2030-01-01 10:30 UTC; Load average (1 / 5 / 15 min): 5.50 / 4.00 / 3.00 at the start, 2.00 / 3.00 / 3.50 "
+            "at the end): b_bench, c_bench.") in merged
     assert merged.startswith(full.split("| benchmark |")[0].rstrip("\n"))
