@@ -11,7 +11,8 @@ raw pixels; `int8` (full integer, calibrated on real images) takes uint8 pixels 
 the input tensor's scale / zero point (about 1.0 / 0, i.e. the raw pixels) and returns float32
 probabilities. The converter crashes (SIGSEGV) quantizing a GRU while-loop, which is why the
 source SavedModel's RNNs are unrolled; `int8` is also converted in a subprocess so that a
-crash becomes an error message.
+crash becomes an error message. Every variant carries MediaPipe ImageSegmenter metadata
+(`reseg_tf.export.mediapipe_metadata`), so MediaPipe Tasks apps load it as it is.
 """
 import os
 import subprocess
@@ -229,8 +230,28 @@ def convert_variants(model, variants, image_size, calibration, scratch, tflite_d
         calibration_note = f" on {len(calibration)} calibration images" if variant == "int8" else ""
         print(f"converting TFLite {variant}{calibration_note} ...")
         convert_tflite(static, variant, path, representative_images=calibration if variant == "int8" else None)
+        write_segmenter_metadata(path, model, variant)
         paths[variant] = path
     return paths
+
+
+def write_segmenter_metadata(path, model, variant):
+    """Adds MediaPipe ImageSegmenter metadata (normalization, class names, activation) to the
+    `.tflite` file at `path` (`reseg_tf.export.mediapipe_metadata`)."""
+    from reseg_tf.export.mediapipe_metadata import add_segmenter_metadata
+    from reseg_tf.models import config_from_model
+    from reseg_tf.run_files import atomic_write_bytes
+
+    config = config_from_model(model)
+    description = (f"ReSeg semantic segmentation ({variant}): {config.num_classes} classes; takes RGB pixel "
+                   "values 0..255 and returns per-pixel class probabilities.")
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    def pack(model_object):  # written compact, as the converted file was
+        return compact_tflite(bytes(flatbuffer_utils.convert_object_to_bytearray(model_object)))
+
+    atomic_write_bytes(path, add_segmenter_metadata(Path(path).read_bytes(), config.class_names, model.name,
+                                                    description, pack=pack))
 
 
 def load_tflite(path, num_threads=None):
