@@ -67,3 +67,54 @@ def test_the_metadata_parses_with_mediapipes_own_schema_modules():
     options = segmenter_schema.ImageSegmenterOptions.GetRootAs(bytes(bytearray(custom.data)), 0)
     assert options.Activation() == segmenter_schema.Activation.NONE
 
+
+def _block_images(count, seed=0, size=(32, 32), block=8):
+    """Images of square blocks whose colour (noisy red / green / blue) is the pixels' class."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, (count, size[0] // block, size[1] // block))
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], np.float32)
+    images = np.repeat(np.repeat(colours[labels], block, 1), block, 2) + rng.normal(0, 10, (count, *size, 3))
+    masks = np.repeat(np.repeat(labels, block, 1), block, 2).astype(np.int32)
+    return np.clip(images, 0, 255).astype(np.uint8), masks
+
+
+@pytest.mark.slow
+def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_path):
+    pytest.importorskip("mediapipe")
+    import keras
+    from PIL import Image
+
+    import reseg_tf
+    from reseg_tf.export import export_model
+    from reseg_tf.export.mediapipe_segmenter import MEDIAPIPE_MIN_AGREEMENT, category_masks
+    from reseg_tf.inference import Predictor
+
+    keras.utils.set_random_seed(1)
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, use_vgg=False,
+                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
+    model = reseg_tf.build_model(config, input_shape=(32, 32, 3), name="tiny")
+    images, masks = _block_images(32)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
+    model.save(tmp_path / "tiny.keras")
+    (tmp_path / "images").mkdir()
+    for index, image in enumerate(_block_images(6, seed=1, size=(64, 64), block=16)[0]):
+        Image.fromarray(image).save(tmp_path / "images" / f"{index}.png")
+    result = export_model(tmp_path / "tiny.keras", tmp_path / "out", tflite="fp32",
+                          representative_data=tmp_path / "images")
+
+    row = next(row for row in result.report["rows"] if row["artifact"] == "mediapipe_fp32")
+    assert row["passed"], row["problems"]
+    assert row["labels"] == list(CLASSES)
+    assert row["agreement"] >= 0.98
+    # Directly: MediaPipe's category masks against Predictor's classes, at the images' own size.
+    # At the model's input size nothing is resized: the same classes everywhere. Larger images
+    # are resized by MediaPipe its own way (and the probabilities back), which moves a few
+    # pixels at class boundaries: 99.9% here for 2x images, held to MEDIAPIPE_MIN_AGREEMENT.
+    predictor = Predictor(model)
+    for size, block, bound in (((32, 32), 8, 1.0), ((64, 64), 16, MEDIAPIPE_MIN_AGREEMENT)):
+        test_images = _block_images(4, seed=2, size=size, block=block)[0]
+        found, labels, _ = category_masks(result.tflite_paths["fp32"], list(test_images))
+        expected = predictor.classes(test_images).numpy()
+        assert labels == list(CLASSES) and np.stack(found).shape == expected.shape
+        assert np.mean(np.stack(found) == expected) >= bound, size
