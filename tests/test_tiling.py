@@ -143,3 +143,23 @@ def test_a_4000x3000_image_is_tiled_in_bounded_memory(tmp_path):
     # The blend of 2000x1500 pixels, the image and its probabilities at full size take a few
     # hundred MiB; the model itself only ever sees 8 windows of 64x64 at a time.
     assert int(growth_mib) < 1024, growth_mib
+
+
+def test_reseg_predict_and_evaluate_take_tile_and_scale(tmp_path, capsys):
+    from reseg_tf.cli import main
+
+    model = _tiny_model()
+    model.save(tmp_path / "tiny.keras")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(_image(40, 56).astype(np.uint8)).save(tmp_path / "images" / "big.png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(tmp_path / "masks" / "big.png")
+    assert main(["predict", "--model", str(tmp_path / "tiny.keras"), str(tmp_path / "images" / "big.png"),
+                 "--tile", "--scale", "0.5", "--output", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "big.png").size == (56, 40)
+    assert "images scaled by 0.5 first" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(tmp_path / "tiny.keras"), "--dataset", "folder", "--data-dir",
+                 str(tmp_path), "--num-classes", "3", "--split", "all", "--tile"]) == 0
+    assert "tiled at scale 1" in capsys.readouterr().out
+    summary = reseg_tf.evaluate(model, "folder", tmp_path, "all", verbose=0, tile=True, scale=0.5, num_classes=3)
+    assert summary["tile_scale"] == 0.5 and summary["num_images"] == 1
