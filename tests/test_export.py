@@ -296,6 +296,8 @@ def test_tflite_variant_loads_without_flex_and_agrees(trained, exported, variant
     assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, *SIZE, 3)
     expected_input = np.uint8 if variant == "int8" else np.float32
     assert interpreter.get_input_details()[0]["dtype"] == expected_input
+    if variant == "int8":  # raw pixels, as MediaPipe and apps copy them in
+        assert interpreter.get_input_details()[0]["quantization"] == (1.0, 0)
 
     images, _ = block_images(4, seed=7)
     predict = export.tflite_predict_fn(interpreter)

@@ -100,13 +100,15 @@ def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_pat
     (tmp_path / "images").mkdir()
     for index, image in enumerate(_block_images(6, seed=1, size=(64, 64), block=16)[0]):
         Image.fromarray(image).save(tmp_path / "images" / f"{index}.png")
-    result = export_model(tmp_path / "tiny.keras", tmp_path / "out", tflite="fp32",
+    result = export_model(tmp_path / "tiny.keras", tmp_path / "out", tflite="fp32,int8",
                           representative_data=tmp_path / "images")
 
-    row = next(row for row in result.report["rows"] if row["artifact"] == "mediapipe_fp32")
-    assert row["passed"], row["problems"]
-    assert row["labels"] == list(CLASSES)
-    assert row["agreement"] >= 0.98
+    rows = {row["artifact"]: row for row in result.report["rows"]}
+    for variant in ("fp32", "int8"):  # int8: its uint8 input takes the image's bytes as they are
+        row = rows[f"mediapipe_{variant}"]
+        assert row["passed"], row["problems"]
+        assert row["labels"] == list(CLASSES)
+        assert row["agreement"] >= 0.98
     # Directly: MediaPipe's category masks against Predictor's classes, at the images' own size.
     # At the model's input size nothing is resized: the same classes everywhere. Larger images
     # are resized by MediaPipe its own way (and the probabilities back), which moves a few

@@ -85,7 +85,7 @@ instance. Probabilities make large JSON answers; for big images prefer gRPC on p
 
 `tflite/<version>/{model_name}_<variant>.tflite` take one `(1, {height}, {width}, 3)` image:
 float32 raw pixels for `fp32`, `fp16`, `dynamic`; uint8 pixels for `int8`, quantized with the
-input tensor's scale / zero point (about 1.0 / 0, so the raw pixels). All return float32
+input tensor's scale / zero point (1.0 / 0: the raw pixels). All return float32
 probabilities `(1, {height}, {width}, {config.num_classes})`. To answer like `reseg predict`,
 resize an image to {height}x{width} as training does (bilinear with antialiasing, rounded to whole
 pixel values: `reseg_tf.inference.to_working_size`), and resize the probabilities back to the
