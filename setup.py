@@ -35,6 +35,11 @@ setup(
     extras_require={
         # `reseg export --onnx` (Keras' model.export(format="onnx") uses tf2onnx; verification runs onnxruntime)
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
+        # export verification in MediaPipe Tasks' ImageSegmenter. Its wheel depends on
+        # opencv-contrib-python, which installs the same `cv2` package as the
+        # opencv-python-headless above (a superset of it): pip resolves both to the same
+        # release and `import cv2` works; uninstalling either one removes `cv2` for both.
+        "mediapipe": ["mediapipe>=1.2"],
         # benchmarks/renet_bench.py's PyTorch peer only (the version its figures were measured
         # with); never needed to run or test the package
         "bench": ["torch==2.13.0"],

@@ -1,5 +1,9 @@
 """Cheap up-front checks of image and mask files (header and end marker, no full decode).
 
+The header also gives the EXIF orientation tag (JPEG, WebP, and PNG files whose eXIf chunk comes
+before the pixel data): images are used the way up every viewer shows them, as
+`PIL.ImageOps.exif_transpose` turns them (`pipelines.image_ops.orient_image`).
+
 They run before a `tf.data` pipeline is built, so a missing, empty, truncated, oversized or
 non-image file is reported with its path instead of failing later inside a tf.data worker.
 File names that are not valid UTF-8 are refused (TensorFlow paths are UTF-8 strings); the
@@ -16,6 +20,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DECODABLE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 # Bytes read from the end of a file when looking for its end marker; some writers append padding.
 _TAIL_BYTES = 1024
+# The EXIF tag holding how the stored pixels are to be turned for display (1: as stored).
+ORIENTATION_TAG = 0x0112
+# Orientations that swap height and width (a transpose is part of the turn).
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 # Decoding a larger image takes gigabytes of memory, and a corrupt or hostile header can claim
 # any size: such files are refused from their header, before anything is decoded.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -27,12 +35,36 @@ class BadFileError(ValueError):
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What the header of an image file says: `size` is (height, width), `mode` a PIL mode."""
+    """What the header of an image file says: `size` is the stored (height, width), `mode` a PIL
+    mode, `orientation` the EXIF orientation (1..8, 1 when absent or invalid)."""
 
     path: str
     format: str
     size: tuple
     mode: str
+    orientation: int = 1
+
+    @property
+    def displayed_size(self):
+        """(height, width) of the image as shown: turned by its orientation tag."""
+        return self.size[::-1] if self.orientation in TRANSPOSING_ORIENTATIONS else self.size
+
+
+def _orientation(image):
+    """EXIF orientation of an opened PIL image, without decoding its pixels."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # an eXIf chunk after the pixel data is only found by decoding them all
+    try:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):  # a malformed EXIF block: shown as stored
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def read_orientation(path):
+    """EXIF orientation (1..8) of an image file; 1 for files without one."""
+    with Image.open(path) as image:
+        return _orientation(image)
 
 
 def inspect_image_file(path):
@@ -55,7 +87,8 @@ def inspect_image_file(path):
             # Sizes are checked below against our own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                info = FileInfo(path, image.format, (image.height, image.width), image.mode)
+                info = FileInfo(path, image.format, (image.height, image.width), image.mode,
+                                _orientation(image))
     except Image.DecompressionBombError:
         raise BadFileError(f"{path}: the header claims more than {MAX_IMAGE_PIXELS:,} pixels; "
                            "a corrupt file, or an image to resize first") from None

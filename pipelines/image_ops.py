@@ -17,6 +17,28 @@ def decode_image(data):
     return image
 
 
+def orient_image(image, orientation):
+    """In-graph: `(H, W, C)` stored pixels turned the way an EXIF `orientation` (1..8) says they
+    are displayed, as `PIL.ImageOps.exif_transpose` turns them (5..8 swap height and width).
+    Other values leave the image as it is."""
+    transposed = lambda: tf.transpose(image, (1, 0, 2))
+    turns = [
+        lambda: image,  # 1 (and any unknown value): as stored
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),  # 3: turned 180 degrees
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        transposed,  # 5: mirrored about the main diagonal
+        lambda: tf.reverse(transposed(), [1]),  # 6: turned 90 degrees clockwise
+        lambda: tf.reverse(transposed(), [0, 1]),  # 7: mirrored about the other diagonal
+        lambda: tf.reverse(transposed(), [0]),  # 8: turned 90 degrees counter-clockwise
+    ]
+    orientation = tf.cast(orientation, tf.int32)
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation - 1, 0)
+    oriented = tf.switch_case(index, turns)
+    oriented.set_shape([None, None, image.shape[-1]])
+    return oriented
+
+
 def resize_image(images, size):
     """Images (`(H, W, 3)` or `(B, H, W, 3)`, any dtype, values 0..255) resized to `size`.
 

@@ -14,7 +14,8 @@ TensorFlow ops into `(uint8 RGB image (H, W, 3), int32 labels (H, W))`, labels i
   single-channel masks of class indices, `num_classes` and `ignore_value` given by the user.
 
 Conversions (documented, not errors): grayscale, palette and RGBA images are converted to RGB
-(alpha dropped); 16-bit images are scaled to 8 bits.
+(alpha dropped); 16-bit images are scaled to 8 bits; images with an EXIF orientation tag are
+turned the way viewers show them (`pipelines.files`), and their masks must have that displayed size.
 
 Split lists: when the data directory holds `train.txt` / `val.txt` / `test.txt`
 (`IMAGE_PATH MASK_PATH` per line, relative to the directory), every source takes its splits from
@@ -30,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.files import BadFileError, inspect_image_file
-from pipelines.image_ops import decode_image, resize_image
+from pipelines.files import BadFileError, inspect_image_file, read_orientation
+from pipelines.image_ops import decode_image, orient_image, resize_image
 from pipelines.mask_formats import MASK_FORMATS, RGB_VOID_RAW, UNKNOWN_COLOR_MODES, read_class_palette, rgb_to_raw
 from pipelines.palettes import BINARY_PALETTE, CAMVID_PALETTE, default_palette
 from pipelines.splits import (ALL_SPLIT, DEFAULT_SPLIT_RATIOS, SPLIT_NAMES, listed_splits, pairs_by_stem,
@@ -69,6 +70,18 @@ def _read_pil_mask(convert):
     return read_in_graph
 
 
+def _image_orientation(path):
+    """In-graph: int32 EXIF orientation of the image file at `path` (read from its header)."""
+
+    def read(name):
+        name = np.asarray(name).item()
+        return np.int32(read_orientation(name.decode() if isinstance(name, bytes) else name))
+
+    orientation = tf.numpy_function(read, [path], tf.int32, stateful=False, name="read_orientation")
+    orientation.set_shape([])
+    return orientation
+
+
 class DataSource:
     """Base class: split listing, validation and decoding of one dataset on disk.
 
@@ -85,6 +98,8 @@ class DataSource:
     """
 
     name = None
+    # (height, width) shared by every image of the dataset, None where sizes vary.
+    native_size = None
     # Whether images may differ in size from their masks (they are then resized to the mask).
     resize_image_to_mask = False
     # PIL modes a mask file may have.
@@ -160,7 +175,12 @@ class DataSource:
         if mask_info.mode not in self.mask_modes:
             raise BadFileError(f"{mask_path}: mask has PIL mode {mask_info.mode}; {self.name} masks "
                                f"must be {self.mask_mode_hint()}")
-        if not self.resize_image_to_mask and image_info.size != mask_info.size:
+        if not self.resize_image_to_mask and image_info.displayed_size != mask_info.size:
+            if image_info.size == mask_info.size:
+                raise BadFileError(f"{image_path}: its EXIF orientation tag ({image_info.orientation}) turns "
+                                   f"the image to {_hw(image_info.displayed_size)} as viewers show it, but its "
+                                   f"mask {mask_path} is {_hw(mask_info.size)} (made from the stored pixels?); "
+                                   "turn the mask to match, or save the image without the tag")
             raise BadFileError(f"{image_path}: image is {_hw(image_info.size)} but its mask "
                                f"{mask_path} is {_hw(mask_info.size)}")
         return image_info, mask_info
@@ -170,8 +190,9 @@ class DataSource:
         return f"single-channel ({'/'.join(self.mask_modes)}) class indices"
 
     def read_image(self, path):
-        """In-graph: uint8 RGB (H, W, 3) from an image path (gray/palette/RGBA converted)."""
-        return decode_image(tf.io.read_file(path))
+        """In-graph: uint8 RGB (H, W, 3) from an image path (gray/palette/RGBA converted), turned
+        by its EXIF orientation."""
+        return orient_image(decode_image(tf.io.read_file(path)), _image_orientation(path))
 
     def read_raw_mask(self, path):
         """In-graph: int32 (H, W) raw values of a mask file, before the label table."""
@@ -224,6 +245,9 @@ class CamVidSource(DataSource):
 
     name = "camvid"
     mask_modes = ("L",)
+    # (height, width) of every image of the SegNet copy: a model trained at another size was
+    # trained at that pixel scale (tiled inference resizes images to it).
+    native_size = (360, 480)
 
     def __init__(self, data_dir=None):
         super().__init__(data_dir or sample_data_dir(), CAMVID_CLASSES, CAMVID_PALETTE)

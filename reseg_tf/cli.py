@@ -333,6 +333,17 @@ def _add_averaging_flags(parser, mc=True):
                         "sub-networks and results); default: 0")
 
 
+def _add_tiling_flags(parser):
+    parser.add_argument("--tile", action="store_true",
+                        help="segment each image in overlapping windows of the model's input size at the "
+                        "pixel scale it was trained at, blended at the seams, instead of resizing the whole "
+                        "image to the input size (large images keep their detail)")
+    parser.add_argument("--scale", type=float, default=None, metavar="S",
+                        help="with --tile: resize images by S before cutting windows; default: the "
+                        "model's training scale (training size over the dataset's image size, from the "
+                        "run.json beside the model), else 1")
+
+
 def _add_evaluate(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="Evaluate a trained model on a dataset split (the paper's Table 3 metrics).",
@@ -347,6 +358,7 @@ def _add_evaluate(subparsers):
                         "default: the model's input size")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to this JSON file")
     _add_averaging_flags(parser)
+    _add_tiling_flags(parser)
     parser.add_argument("--uncertainty", action="store_true",
                         help="also report the mean IoU and global accuracy of the split's 90%% most "
                         "confident pixels (ECE is always reported)")
@@ -358,9 +370,10 @@ def _add_evaluate(subparsers):
         summary = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                            image_size=args.image_size, json_path=args.json, tta=args.tta,
                            mc_samples=args.mc_samples, seed=args.mc_seed, uncertainty=args.uncertainty,
-                           **_data_source_options(args))
+                           tile=args.tile, scale=args.scale, **_data_source_options(args))
         averaging = [f"tta {args.tta}"] if args.tta != "none" else []
         averaging += [f"{args.mc_samples} MC samples"] if args.mc_samples else []
+        averaging += [f"tiled at scale {summary['tile_scale']:.4g}"] if args.tile else []
         print(f"{summary['dataset']} {args.split} ({summary['num_images']} images), {args.model}"
               f"{' (' + ', '.join(averaging) + ')' if averaging else ''}; "
               f"{summary['ms_per_image']:.0f} ms per image:")
@@ -398,6 +411,7 @@ def _add_predict(subparsers):
                         help="without --model, use this dataset's pretrained model (see `reseg "
                         "models`); default: camvid")
     _add_averaging_flags(parser)
+    _add_tiling_flags(parser)
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write NAME_confidence.png and NAME_entropy.png heat maps (and "
                         "NAME_mutual_information.png with --mc-samples); the colour scale goes to "
@@ -411,7 +425,7 @@ def _add_predict(subparsers):
         report = predict(_model_path(args), args.inputs, args.output, overlay=args.overlay, legend=args.legend,
                          image_size=args.image_size, tta=args.tta, mc_samples=args.mc_samples,
                          seed=args.mc_seed, uncertainty=args.uncertainty, probabilities=args.probabilities,
-                         every=args.every)
+                         every=args.every, tile=args.tile, scale=args.scale)
         videos = f" and {len(report['videos'])} video(s)" if report["videos"] else ""
         print(f"segmented {report['segmented']} image(s){videos} into {args.output}; "
               f"skipped {len(report['skipped'])}")

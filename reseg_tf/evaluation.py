@@ -58,20 +58,21 @@ CONFIDENT_FRACTION = 0.9
 
 
 def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none", mc_samples=0, seed=0,
-                   uncertainty=False):
+                   uncertainty=False, tile=False, scale=None):
     """Streams a split through the model and returns `summarize_confusion`'s dict plus
     `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`,
     `confusion_matrix` (rows: ground truth, columns: prediction), `ece` (expected calibration
     error, 15 bins, `reseg_tf.calibration`), `ms_per_image` (model time, decoding excluded) and
     the averaging used (`tta`, `mc_samples`). With `uncertainty`, also `mean_iou_confident_90`
-    and `global_acc_confident_90`: the scores of the split's 90% most confident pixels."""
+    and `global_acc_confident_90`: the scores of the split's 90% most confident pixels. With
+    `tile` (`reseg_tf.tiling`), also `tile_scale`: the factor images were resized by."""
     import time
 
     from pipelines.progress import progress_bar
     from reseg_tf.calibration import CalibrationAccumulator
 
     _check_classes(model, source)
-    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
+    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed, tile=tile, scale=scale)
     num_classes = source.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
     calibration = CalibrationAccumulator(num_classes, selective=uncertainty)
@@ -107,6 +108,8 @@ def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none",
     # The first call traces the graph; the median is the steady per-image cost.
     summary["ms_per_image"] = float(1000 * np.median(model_seconds)) if model_seconds else 0.0
     summary["tta"], summary["mc_samples"] = predictor.tta, predictor.mc_samples
+    if tile:
+        summary["tile_scale"] = predictor.scale
     summary["reliability"] = calibration.reliability()
     # Rows = ground truth, columns = prediction (void excluded); `reseg report` plots it.
     summary["confusion_matrix"] = confusion.tolist()
@@ -114,7 +117,8 @@ def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none",
 
 
 def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=None, json_path=None,
-             verbose=1, tta="none", mc_samples=0, seed=0, uncertainty=False, **dataset_options):
+             verbose=1, tta="none", mc_samples=0, seed=0, uncertainty=False, tile=False, scale=None,
+             **dataset_options):
     """Evaluates a ReSeg model (a Keras model or a `.keras` path) on a dataset split.
 
     Args:
@@ -129,6 +133,9 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         mc_samples: average this many dropout sub-networks (a model trained with dropout).
         seed: seed of the sub-networks' dropout masks.
         uncertainty: also score the 90% most confident pixels (`mean_iou_confident_90`).
+        tile: segment each image in overlapping windows at the model's training pixel scale,
+            blended (`reseg_tf.tiling`), instead of resizing it to the working size.
+        scale: with `tile`, resize images by this factor first (default: the recorded training scale).
         **dataset_options: passed to `pipelines.get_source` (e.g. `num_classes` for `folder`).
 
     Returns:
@@ -146,7 +153,7 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         model_path = None
     source = pipelines.get_source(dataset, data_dir, **dataset_options)
     summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose, tta=tta,
-                             mc_samples=mc_samples, seed=seed, uncertainty=uncertainty)
+                             mc_samples=mc_samples, seed=seed, uncertainty=uncertainty, tile=tile, scale=scale)
     # Paths as the caller gave them (relative stay relative): metrics files travel with a repository.
     summary.update(dataset=source.name, split=split,
                    data_dir=None if data_dir is None else os.fspath(data_dir), model=model_path)

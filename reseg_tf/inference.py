@@ -5,7 +5,9 @@ training run, the SavedModel signatures, TFLite calibration and verification) go
 this module, so a served model, a TFLite model and `reseg predict` see the same pixels:
 
 1. `read_image_file`: one reader for image files (header checks, then decoding to uint8 RGB;
-   gray, palette and RGBA images become RGB, 16-bit ones are scaled to 8 bits).
+   gray, palette and RGBA images become RGB, 16-bit ones are scaled to 8 bits; an EXIF
+   orientation tag is applied, so a portrait phone photo is read the way up viewers show it,
+   as `PIL.ImageOps.exif_transpose` turns it, and its outputs have that displayed size).
 2. `to_working_size`: images resized to the model's working size with exactly the operation
    the training pipeline applies (`pipelines.image_ops.resize_image`: antialiased bilinear,
    rounded to whole pixel values).
@@ -43,7 +45,8 @@ def to_image_size(probabilities, size):
 
 
 def decode_image(data):
-    """In-graph: uint8 RGB `(H, W, 3)` of an encoded image file's bytes."""
+    """In-graph: uint8 RGB `(H, W, 3)` of an encoded image file's bytes, as stored (an EXIF
+    orientation tag is not applied: `read_image_file` applies it from the file's header)."""
     from pipelines.image_ops import decode_image as decode
 
     return decode(data)
@@ -97,15 +100,17 @@ def image_uncertainty(model, images, working_size, tta="none", mc_samples=0, see
 
 
 def read_image_file(path):
-    """uint8 RGB `(H, W, 3)` array of an image file; ValueError naming the file if unusable."""
+    """uint8 RGB `(H, W, 3)` array of an image file as displayed (turned by its EXIF orientation);
+    ValueError naming the file if unusable."""
     from pipelines.files import BadFileError, inspect_image_file
+    from pipelines.image_ops import orient_image
 
     try:
-        inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
+        info = inspect_image_file(path)  # missing, empty, truncated, oversized, not an image, bad name
     except BadFileError as error:
         raise ValueError(str(error)) from None
     try:
-        return decode_image(tf.io.read_file(os.fspath(path))).numpy()
+        return orient_image(decode_image(tf.io.read_file(os.fspath(path))), info.orientation).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
         raise ValueError(f"{path}: cannot decode the image ({error.message.splitlines()[0]})") from None
 
@@ -144,15 +149,34 @@ class Predictor:
         tta: `"none"` or `"flip"`: also run the mirrored image and average (`reseg_tf.averaging`).
         mc_samples: average this many dropout sub-networks (0: the plain model; needs dropout).
         seed: seed of the sub-networks' dropout masks.
+        tile: segment each image in overlapping windows of the working size at the pixel scale
+            the model was trained at, blended (`reseg_tf.tiling`), instead of resizing the
+            whole image to the working size.
+        scale: with `tile`, the factor images are resized by before tiling (default the model's
+            `training_scale`, recorded beside its file; 1.0 when unknown).
+        tile_overlap: with `tile`, the fraction of a window neighbouring windows share.
+        tile_batch: with `tile`, the most windows run at once (bounds the model's memory).
+        progress: with `tile`, show a progress bar for images with many windows.
     """
 
-    def __init__(self, model, image_size=None, tta="none", mc_samples=0, seed=0):
+    def __init__(self, model, image_size=None, tta="none", mc_samples=0, seed=0, tile=False, scale=None,
+                 tile_overlap=None, tile_batch=None, progress=False):
         from reseg_tf.averaging import check_averaging
+        from reseg_tf.tiling import DEFAULT_BATCH, DEFAULT_OVERLAP, check_tiling
 
         self.tta, self.mc_samples = check_averaging(model, tta, mc_samples)
         self.seed = int(seed)
         fixed_size = model_input_size(model)
         self.image_size = tuple(image_size) if image_size else fixed_size
+        self.tile = bool(tile)
+        scale, self.tile_overlap, self.tile_batch = check_tiling(
+            scale, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap,
+            DEFAULT_BATCH if tile_batch is None else tile_batch)
+        if self.tile and self.image_size is None:
+            raise ValueError("tiled inference cuts windows of the model's working size, and this model "
+                             "accepts any size: give image_size (--image-size H W)")
+        self.scale = scale or getattr(model, "training_scale", None) or 1.0
+        self.progress = bool(progress)
         if fixed_size is not None and self.image_size != fixed_size:
             model = with_input_size(model, self.image_size)
         self.model = model
@@ -176,11 +200,28 @@ class Predictor:
         Raises ValueError for NaN or infinite pixel values (the argmax of NaN probabilities
         would silently be class 0).
         """
-        return self._run(self._checked(images))
+        images = self._checked(images)
+        if not self.tile:
+            return self._run(images)
+        from reseg_tf.tiling import tiled_probabilities
+
+        return tf.stack([tiled_probabilities(self._run, image, self.image_size, self.scale, self.tile_overlap,
+                                             self.tile_batch, self.progress) for image in images])
 
     def uncertainty(self, images):
-        """`image_uncertainty`'s dict (probabilities, confidence, entropy[, mutual_information])."""
-        return self._run_uncertainty(self._checked(images))
+        """`image_uncertainty`'s dict (probabilities, confidence, entropy[, mutual_information]).
+        Tiled: the maps of the blended probabilities (no mutual information)."""
+        images = self._checked(images)
+        if not self.tile:
+            return self._run_uncertainty(images)
+        if self.mc_samples:
+            raise ValueError("the mutual information of Monte Carlo dropout is not blended across tiles: "
+                             "drop --uncertainty or --tile")
+        from reseg_tf.averaging import entropy
+
+        probabilities = self.probabilities(images)
+        return {"probabilities": probabilities, "confidence": tf.reduce_max(probabilities, axis=-1),
+                "entropy": entropy(probabilities)}
 
     def classes(self, images):
         """uint8 `(B, H, W)` argmax class indices."""

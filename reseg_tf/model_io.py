@@ -73,6 +73,10 @@ def load_reseg_model(model_or_path, flag="--model"):
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ValueError(f"{flag} {shown}: could not load it as a Keras model ({first_line})") from None
         where = f"{flag} {shown}"
+        from reseg_tf.tiling import training_scale
+
+        # What tiled inference scales images by (`reseg_tf.tiling`), from the run record beside the file.
+        model.training_scale = training_scale(path)
     try:
         config_from_model(model)
     except ValueError:

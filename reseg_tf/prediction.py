@@ -67,7 +67,8 @@ def _split_videos(inputs):
 
 
 def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1, tta="none",
-            mc_samples=0, seed=0, uncertainty=False, probabilities=False, legend=False, every=1):
+            mc_samples=0, seed=0, uncertainty=False, probabilities=False, legend=False, every=1, tile=False,
+            scale=None):
     """Segments image files and writes class-index PNGs (and overlays) to `output_dir`.
 
     Args:
@@ -86,6 +87,10 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         probabilities: also write the class probabilities as `NAME_probabilities.npz`.
         legend: draw a class legend (names from the model's config) on every overlay.
         every: videos: segment one frame in `every` (see `reseg_tf.video`).
+        tile: segment images in overlapping windows at the model's training pixel scale,
+            blended (`reseg_tf.tiling`), instead of resizing each image to the working size.
+        scale: with `tile`, resize images by this factor first (default: the training scale
+            recorded beside the model file, else 1.0).
 
     Returns:
         A dict: `written` (paths), `skipped` (`(path, reason)` pairs), `segmented` (the
@@ -100,7 +105,11 @@ def predict(model, inputs, output_dir, overlay=False, image_size=None, verbose=1
         raise NotADirectoryError(f"output folder {os.fspath(output_dir)} is an existing file; give a folder")
     config = config_from_model(model)
     paint_overlay = overlay_painter(config, legend)
-    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed)
+    predictor = Predictor(model, image_size, tta=tta, mc_samples=mc_samples, seed=seed, tile=tile, scale=scale,
+                          progress=bool(verbose))
+    if tile and verbose:
+        print(f"tiles: {predictor.image_size[0]}x{predictor.image_size[1]} windows, images scaled by "
+              f"{predictor.scale:.4g} first, {predictor.tile_overlap:.0%} overlap", flush=True)
     maps = [name for name in UNCERTAINTY_MAPS if uncertainty and (name != "mutual_information" or mc_samples)]
     ranges = uncertainty_ranges(config.num_classes)
     check_every(every)  # up front: segment_video's errors only skip one video

@@ -266,6 +266,7 @@ def test_size_breakdown_accounts_for_the_weights(trained, exported):
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_exported_tflite_shares_equal_metadata_and_runs_the_same(exported, variant, tmp_path):
     from ai_edge_litert.tools import flatbuffer_utils
+    from reseg_tf.export.mediapipe_metadata import strip_appended_archive
     from reseg_tf.export.tflite import compact_tflite
 
     compact = exported.tflite_paths[variant].read_bytes()
@@ -275,7 +276,7 @@ def test_exported_tflite_shares_equal_metadata_and_runs_the_same(exported, varia
         flatbuffer_utils.read_model_from_bytearray(bytearray(compact))))
     (tmp_path / "unshared.tflite").write_bytes(unshared)
     assert len(compact) < 0.97 * len(unshared), (len(compact), len(unshared))
-    assert len(compact_tflite(unshared)) == len(compact)
+    assert len(compact_tflite(unshared)) == len(strip_appended_archive(compact))  # labels.txt follows the model
     same = export.tflite_size_breakdown(tmp_path / "unshared.tflite")
     assert {**same, "file_bytes": 0} == {**export.tflite_size_breakdown(exported.tflite_paths[variant]), "file_bytes": 0}
 
@@ -295,6 +296,8 @@ def test_tflite_variant_loads_without_flex_and_agrees(trained, exported, variant
     assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, *SIZE, 3)
     expected_input = np.uint8 if variant == "int8" else np.float32
     assert interpreter.get_input_details()[0]["dtype"] == expected_input
+    if variant == "int8":  # raw pixels, as MediaPipe and apps copy them in
+        assert interpreter.get_input_details()[0]["quantization"] == (1.0, 0)
 
     images, _ = block_images(4, seed=7)
     predict = export.tflite_predict_fn(interpreter)

@@ -58,3 +58,27 @@ def test_a_benchmark_that_cannot_start_is_a_failure():
     assert result.failed and result.returncode not in (0, None)
     assert "no_such_bench.py" in result.stderr
     assert "## no_such_bench: FAILED (exit code" in run_all.render_section(result)
+
+
+def test_an_only_run_replaces_its_sections_and_keeps_the_others():
+    full = run_all.render_results(
+        [outcome("a_bench", "python benchmarks/a_bench.py", json_line='{"x": 1}'),
+         outcome("b_bench", "python benchmarks/b_bench.py", json_line='{"y": 2}')],
+        RUN_INFO, not_run={"gpu_bench": "needs a GPU"})
+    partial = run_all.render_results(
+        [outcome("b_bench", "python benchmarks/b_bench.py", json_line='{"y": 3}'),
+         outcome("c_bench", "python benchmarks/c_bench.py", returncode=1, json_line='{"z": 4}')],
+        {**RUN_INFO, "start": "2030-02-02 08:00 UTC", "command": "python benchmarks/run_all.py --only b_bench,c_bench"},
+        not_run={})
+    merged = run_all.merge_results(full, partial)
+
+    titles = [line for line in merged.splitlines() if line.startswith("## ")]
+    assert titles == ["## a_bench", "## b_bench", "## c_bench: FAILED (exit code 1)",
+                      "## gpu_bench: not run here: needs a GPU"]
+    assert '{"x": 1}' in merged and '{"y": 3}' in merged and '{"y": 2}' not in merged
+    rows = [line.split(" | ")[0] for line in merged.splitlines() if line.startswith("| ") and "_bench" in line]
+    assert rows == ["| a_bench", "| b_bench", "| c_bench", "| gpu_bench"]
+    assert ("Updated later by `python benchmarks/run_all.py --only b_bench,c_bench` (2030-02-02 08:00 UTC to "
+            "2030-01-01 10:30 UTC; Load average (1 / 5 / 15 min): 5.50 / 4.00 / 3.00 at the start, 2.00 / 3.00 / 3.50 "
+            "at the end): b_bench, c_bench.") in merged
+    assert merged.startswith(full.split("| benchmark |")[0].rstrip("\n"))

@@ -187,6 +187,11 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                 reference = reference_probabilities(model, verification, size, tta)
             rows += [verify_tflite(path, variant, verification, reference, size)
                      for variant, path in tflite_paths.items()]
+            from reseg_tf.export.mediapipe_segmenter import mediapipe_installed, verify_mediapipe
+
+            if tflite_paths and mediapipe_installed():  # the `mediapipe` extra
+                rows += [verify_mediapipe(path, variant, verification, reference, config.class_names)
+                         for variant, path in tflite_paths.items()]
             if onnx_path is not None:
                 rows.append(verify_onnx(onnx_path, verification, served_reference))
             for row in rows:  # report the published locations, not the scratch ones

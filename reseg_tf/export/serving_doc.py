@@ -71,6 +71,12 @@ echo '{{"signature_name": "serving_bytes", "instances": [{{"image_bytes": {{"b64
 curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
 ```
 
+`serving_bytes` decodes the pixels as they are stored and ignores an EXIF orientation tag (the
+tag portrait phone photos carry): the answer lines up with the stored pixel grid, not with the
+photo as viewers show it. `reseg predict` and `reseg evaluate` apply the tag; to get their answer
+from the server, turn the image upright before sending it (`PIL.ImageOps.exif_transpose`, or
+pixels read by `reseg_tf.inference.read_image_file` sent to `serving_default`).
+
 The answer is `{{"predictions": [{{"probabilities": [...], "classes": [...]}}]}}`, one entry per
 instance. Probabilities make large JSON answers; for big images prefer gRPC on port 8500
 (`PredictRequest.output_filter` can ask for `classes` only).
@@ -79,7 +85,7 @@ instance. Probabilities make large JSON answers; for big images prefer gRPC on p
 
 `tflite/<version>/{model_name}_<variant>.tflite` take one `(1, {height}, {width}, 3)` image:
 float32 raw pixels for `fp32`, `fp16`, `dynamic`; uint8 pixels for `int8`, quantized with the
-input tensor's scale / zero point (about 1.0 / 0, so the raw pixels). All return float32
+input tensor's scale / zero point (1.0 / 0: the raw pixels). All return float32
 probabilities `(1, {height}, {width}, {config.num_classes})`. To answer like `reseg predict`,
 resize an image to {height}x{width} as training does (bilinear with antialiasing, rounded to whole
 pixel values: `reseg_tf.inference.to_working_size`), and resize the probabilities back to the

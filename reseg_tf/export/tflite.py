@@ -8,10 +8,11 @@ and the probabilities are resized back to the image's size.
 
 Variants: `fp32`, `fp16` (float16 weights), `dynamic` (dynamic-range int8 weights) take float32
 raw pixels; `int8` (full integer, calibrated on real images) takes uint8 pixels quantized with
-the input tensor's scale / zero point (about 1.0 / 0, i.e. the raw pixels) and returns float32
+the input tensor's scale / zero point (1.0 / 0: the raw pixels, see `with_raw_pixels`) and returns float32
 probabilities. The converter crashes (SIGSEGV) quantizing a GRU while-loop, which is why the
 source SavedModel's RNNs are unrolled; `int8` is also converted in a subprocess so that a
-crash becomes an error message.
+crash becomes an error message. Every variant carries MediaPipe ImageSegmenter metadata
+(`reseg_tf.export.mediapipe_metadata`), so MediaPipe Tasks apps load it as it is.
 """
 import os
 import subprocess
@@ -229,8 +230,74 @@ def convert_variants(model, variants, image_size, calibration, scratch, tflite_d
         calibration_note = f" on {len(calibration)} calibration images" if variant == "int8" else ""
         print(f"converting TFLite {variant}{calibration_note} ...")
         convert_tflite(static, variant, path, representative_images=calibration if variant == "int8" else None)
+        write_segmenter_metadata(path, model, variant)
         paths[variant] = path
     return paths
+
+
+def with_raw_pixels(model):
+    """Makes a uint8 input of a TFLite model object (flatbuffers object API) take raw pixels.
+
+    The converter gives the `int8` variant's uint8 input the scale / zero point calibration saw
+    at the first quantized tensor (e.g. 1.48 / 83), but MediaPipe and most apps copy the image's
+    bytes into a uint8 input as they are. A builtin QUANTIZE operator in front, from a new
+    input with scale 1 / zero point 0, requantizes those pixels to what the model expects.
+    Models whose input already takes raw pixels (or floats) are left as they are.
+    """
+    import copy
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    subgraph = model.subgraphs[0]
+    old_index = subgraph.inputs[0]
+    old = subgraph.tensors[old_index]
+    quantization = old.quantization
+    if old.type != schema.TensorType.UINT8 or quantization is None or (
+            list(quantization.scale) == [1.0] and list(quantization.zeroPoint) == [0]):
+        return model
+    raw = copy.deepcopy(old)
+    raw.quantization = schema.QuantizationParametersT()
+    raw.quantization.scale, raw.quantization.zeroPoint = [1.0], [0]
+    old.name = None  # the input's name goes to the new input
+    subgraph.tensors.append(raw)
+    raw_index = len(subgraph.tensors) - 1
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    if schema.BuiltinOperator.QUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+        code.version = 2  # requantization
+        model.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.QUANTIZE)
+    operator = schema.OperatorT()
+    operator.opcodeIndex = codes.index(schema.BuiltinOperator.QUANTIZE)
+    operator.inputs, operator.outputs = [raw_index], [old_index]
+    subgraph.operators.insert(0, operator)
+    subgraph.inputs = [raw_index] + list(subgraph.inputs[1:])
+    for signature in model.signatureDefs or []:
+        for tensor in signature.inputs:
+            if tensor.tensorIndex == old_index:
+                tensor.tensorIndex = raw_index
+    return model
+
+
+def write_segmenter_metadata(path, model, variant):
+    """Adds MediaPipe ImageSegmenter metadata (normalization, class names, activation) to the
+    `.tflite` file at `path` (`reseg_tf.export.mediapipe_metadata`)."""
+    from reseg_tf.export.mediapipe_metadata import add_segmenter_metadata
+    from reseg_tf.models import config_from_model
+    from reseg_tf.run_files import atomic_write_bytes
+
+    config = config_from_model(model)
+    description = (f"ReSeg semantic segmentation ({variant}): {config.num_classes} classes; takes RGB pixel "
+                   "values 0..255 and returns per-pixel class probabilities.")
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    def pack(model_object):  # written compact, as the converted file was
+        with_raw_pixels(model_object)
+        return compact_tflite(bytes(flatbuffer_utils.convert_object_to_bytearray(model_object)))
+
+    atomic_write_bytes(path, add_segmenter_metadata(Path(path).read_bytes(), config.class_names, model.name,
+                                                    description, pack=pack))
 
 
 def load_tflite(path, num_threads=None):
