@@ -37,8 +37,9 @@ setup(
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
         # export verification in MediaPipe Tasks' ImageSegmenter. Its wheel depends on
         # opencv-contrib-python, which installs the same `cv2` package as the
-        # opencv-python-headless above (a superset of it): pip resolves both to the same
-        # release and `import cv2` works; uninstalling either one removes `cv2` for both.
+        # opencv-python-headless of requirements.txt (a superset of it). pip installs the latest
+        # of each, released together, so both wheels write the same `cv2` and `import cv2`
+        # works; uninstalling either one removes `cv2` for both.
         "mediapipe": ["mediapipe>=1.2"],
         # benchmarks/renet_bench.py's PyTorch peer only (the version its figures were measured
         # with); never needed to run or test the package
