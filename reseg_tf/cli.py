@@ -25,7 +25,9 @@ def _add_summary(subparsers):
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="input height and width; default: the preset's training size")
     parser.add_argument("--vgg-weights", default=None,
-                        help="VGG16 front-end weights: 'imagenet' or a weights file path; default: random init")
+                        help="VGG16 front-end weights to load: 'imagenet' (downloaded by Keras) or a "
+                        "local copy of the Keras VGG16 weights file; default: random init (`reseg "
+                        "train` starts the VGG16 presets from imagenet)")
 
     def handler(args):
         from reseg_tf.models import build_model, get_preset
@@ -172,8 +174,12 @@ def _add_train(subparsers):
                         help="train with a mixed-precision policy: mixed_float16, mixed_bfloat16, or "
                         "auto (the flag alone): float16 on a GPU, bfloat16 on a CPU with AVX512_BF16/AMX, float32 on "
                         "other CPUs (they emulate bf16, several times slower); default: float32")
-    parser.add_argument("--vgg-weights", default=None,
-                        help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
+    parser.add_argument("--vgg-weights", default=None, metavar="imagenet|FILE|none",
+                        help="where the VGG16 front end starts from: 'imagenet' (downloaded by Keras; "
+                        "offline, training stops before it starts), FILE (a local copy of the Keras "
+                        "VGG16 weights, vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), or 'none' "
+                        "(random weights; the front end then trains). Default: imagenet for the presets "
+                        "whose front end is VGG16 itself (camvid, horse, flowers, ...), none for the others")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run in --output instead of refusing")
     parser.add_argument("--strategy", default=None, choices=STRATEGIES,
@@ -189,7 +195,8 @@ def _add_train(subparsers):
                         "weight shapes match is loaded (the classifier starts fresh when the class count "
                         "differs); prints which layers were loaded and which are new")
     parser.add_argument("--freeze-front-end", action="store_true",
-                        help="with --init-from: keep the loaded front end (VGG-shaped stem) fixed")
+                        help="keep the front end (VGG-shaped stem) fixed: the one loaded by --init-from, or "
+                        "with --vgg-weights none a random one (refused otherwise)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="keep an exponential moving average of the weights (Keras' optimizer "
                         "EMA): validation, model.keras and the final evaluation use the averaged "

@@ -1,5 +1,6 @@
 """The ReSeg model: VGG16 front end -> ReNet layers -> transposed-conv upsampling -> softmax."""
 import os
+import socket
 
 import keras
 import tensorflow as tf
@@ -18,6 +19,15 @@ VGG_LAYER_NAMES = tuple(
     for conv in range(1, convs + 1)
 )
 MODEL_NAME_PREFIX = "reseg"
+# The file `keras.applications.VGG16(include_top=False, weights="imagenet")` downloads.
+VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{VGG16_WEIGHTS_FILE}"
+VGG16_WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class FrontEndWeightsError(ValueError):
+    """The front end's pretrained weights cannot be had (no network, or a bad file)."""
 
 
 def _resolve_config(preset_or_config):
@@ -64,13 +74,41 @@ def _vgg_front_end(x, config, regularizer):
     return x
 
 
+def takes_vgg16_weights(config):
+    """Whether `config`'s front end is VGG16 itself (its widths, no batch norm), the front end
+    that ImageNet VGG16 weights fit."""
+    return config.use_vgg and config.vgg_filters == VGG16_FILTERS and not config.vgg_batch_norm
+
+
+def fetch_imagenet_vgg16_weights():
+    """The local path of Keras' ImageNet VGG16 weights, downloaded on first use (cached in
+    `~/.keras/models/`); `FrontEndWeightsError` naming both ways on when that fails."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a network that drops packets fails, not hangs
+    try:
+        return keras.utils.get_file(VGG16_WEIGHTS_FILE, VGG16_WEIGHTS_URL, cache_subdir="models",
+                                    file_hash=VGG16_WEIGHTS_MD5)
+    except Exception as error:  # Keras wraps every network and file failure in a bare Exception.
+        reason = " ".join(str(error).split(" -- ")[-1].split())  # Keras' text repeats the URL first
+        raise FrontEndWeightsError(
+            f"the ImageNet VGG16 weights could not be downloaded ({reason}). Either give a local "
+            f"copy of the Keras VGG16 weights file ({VGG16_WEIGHTS_FILE}, from {VGG16_WEIGHTS_URL}) "
+            "with --vgg-weights FILE, or train the front end from random weights with "
+            "--vgg-weights none (in Python: vgg_weights=FILE or vgg_weights=\"none\")."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def load_vgg_weights(model, weights):
     """Copies VGG16 conv weights (`"imagenet"` or a weights file path) into `model`'s front end.
 
     A file may be the Keras VGG16 "notop" `.h5` download, or any `.weights.h5` saved from
     `keras.applications.VGG16(include_top=False)`.
     """
-    if weights != "imagenet":
+    if weights == "imagenet":
+        weights = fetch_imagenet_vgg16_weights()
+    else:
         path = os.fspath(weights)
         if not os.path.isfile(path):
             raise ValueError(
@@ -207,8 +245,10 @@ def build_model(preset_or_config="camvid", input_shape=(None, None, 3), weights=
         preset_or_config: a preset name (see `list_presets()`), a `ReSegConfig` or its dict.
         input_shape: `(height, width, 3)`; `None` dims accept any size. The model reads raw
             0..255 RGB (uint8 or float) and its output always has the input's height and width.
-        weights: VGG16 front-end weights: `None` (random init), `"imagenet"` (downloaded by
-            Keras) or the path of a VGG16 `include_top=False` weights file.
+        weights: VGG16 front-end weights: `None` (random init, kept as the config says: a
+            frozen VGG16 stays random; `reseg_tf.train` refuses that unless asked), `"imagenet"`
+            (downloaded by Keras; `FrontEndWeightsError` when it cannot be) or the path of a
+            VGG16 `include_top=False` weights file.
         name: model name (default `reseg_<preset>`).
 
     Returns:

@@ -8,7 +8,7 @@ import math
 import os
 
 from reseg_tf.distribute import STRATEGIES
-from reseg_tf.models import get_preset, get_recipe
+from reseg_tf.models import get_preset, get_recipe, takes_vgg16_weights
 
 PAPER_WEIGHT_DECAY = 1e-3
 MONITOR = "val_mean_iou"
@@ -83,7 +83,15 @@ class TrainConfig:
             `mixed_bfloat16` policy), or True / `"auto"`: float16 when a GPU is visible, bfloat16
             on a CPU with AVX512_BF16/AMX (faster bf16 convolutions and ReNet matmuls), float32
             on other CPUs (they emulate bf16, several times slower; float16 is slow on CPUs).
-        vgg_weights: VGG16 front-end weights: `imagenet`, a weights file, or None.
+        vgg_weights: where the VGG16 front end's weights come from. `"imagenet"` (the default of
+            the presets whose front end is VGG16 itself: the paper's `camvid`, `horse`,
+            `flowers`, ...; Keras downloads them once; offline, training stops before the first
+            epoch with `reseg_tf.models.FrontEndWeightsError`), the path of a local copy of the
+            Keras VGG16 weights file (`vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`, or a
+            `.weights.h5` saved from `keras.applications.VGG16(include_top=False)`), or
+            `"none"`: random initialisation, and then the front end trains with the rest (a
+            random front end kept fixed needs `freeze_front_end=True` as well). None: the
+            preset's default (no weights for the from-scratch and no-VGG presets).
         overwrite: replace a finished run (or foreign files of ours) in `output`.
         num_examples: validation images drawn into `predictions/`.
         verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
@@ -101,8 +109,9 @@ class TrainConfig:
             new model whose name and weight shapes match one of its layers starts with its
             weights; the rest (e.g. the classifier when the class count differs) start fresh
             (`reseg_tf.training.init_from`). None: VGG weights or random initialisation.
-        freeze_front_end: with `init_from`, keep the loaded front end (the VGG-shaped stem and
-            its batch norm) fixed.
+        freeze_front_end: keep the front end (the VGG-shaped stem and its batch norm) fixed:
+            the one loaded by `init_from`, or, with `vgg_weights="none"`, a random one (refused
+            otherwise, a random fixed front end being rarely what is meant).
         ema: keep an exponential moving average of the trainable weights (Keras' optimizer
             `use_ema=True`): validation, the best-model checkpoint (so `model.keras`) and the
             final evaluation use the averaged weights, while training steps update the raw ones;
@@ -197,14 +206,39 @@ class TrainConfig:
                                         "trained ReSeg .keras file (e.g. saved_models/camvid/model.keras).")
             if self.vgg_weights is not None:
                 raise ValueError("--init-from and --vgg-weights both set the starting weights; give one.")
+        self._resolve_vgg_weights()
         if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
                 or not 0 < self.ema_momentum < 1:
             raise ValueError(f"`ema_momentum` must be in (0, 1), got {self.ema_momentum!r}.")
         self.ema_momentum = float(self.ema_momentum)
         if momentum_asked and not self.ema:
             raise ValueError("--ema-momentum sets the weight average's decay: it needs --ema.")
-        if self.freeze_front_end and self.init_from is None:
-            raise ValueError("--freeze-front-end keeps a loaded front end fixed: it needs --init-from.")
+        if self.freeze_front_end and self.init_from is None and self.vgg_weights != "none":
+            raise ValueError("--freeze-front-end keeps the front end fixed: it needs --init-from (a "
+                             "loaded front end) or --vgg-weights none (a random one, fixed as asked).")
+        if self.cache_features and self.vgg_weights == "none" and not self.freeze_front_end:
+            raise ValueError("--cache-features needs a fixed front end, and with --vgg-weights none the "
+                             "front end trains; add --freeze-front-end to cache the features of a "
+                             "random front end, or start from ImageNet weights (--vgg-weights imagenet).")
+
+    def _resolve_vgg_weights(self):
+        """None becomes the preset's default ("imagenet" where the front end is VGG16 itself);
+        weights for a front end they do not fit are refused now, before anything is built."""
+        if self.vgg_weights is not None:
+            self.vgg_weights = os.fspath(self.vgg_weights)
+            if self.vgg_weights.lower() == "none":
+                self.vgg_weights = "none"
+        if self.init_from is not None:
+            return
+        vgg16 = takes_vgg16_weights(get_preset(self.preset)[0])
+        if self.vgg_weights is None:
+            self.vgg_weights = "imagenet" if vgg16 else None
+        elif self.vgg_weights != "none" and not vgg16:
+            raise ValueError(f"--vgg-weights {self.vgg_weights}: preset {self.preset!r} has no VGG16 "
+                             "front end for them to fit (a from-scratch stem, or none); leave the flag out.")
+        elif self.vgg_weights != "imagenet" and self.vgg_weights != "none" and not os.path.isfile(self.vgg_weights):
+            raise FileNotFoundError(f"--vgg-weights {self.vgg_weights}: no such file; give a local copy of "
+                                    "the Keras VGG16 weights file, 'imagenet' or 'none'.")
 
     def _apply_recipe(self):
         recipe = get_recipe(self.preset)
