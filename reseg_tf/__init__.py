@@ -1,4 +1,5 @@
 """reseg_tf: ReSeg (Visin et al. 2016) semantic segmentation for TensorFlow / Keras 3."""
+from reseg_tf.front_ends import list_front_ends
 from reseg_tf.layers import ReNetLayer
 from reseg_tf.models import ReSegConfig, ReSegModel, build_model, get_preset, list_presets
 # Training, evaluation and prediction import `pipelines` only when they are called.
@@ -9,4 +10,4 @@ from reseg_tf.training import TrainConfig, train
 
 __version__ = "0.1.0"
 __all__ = ["ReNetLayer", "ReSegConfig", "ReSegModel", "TrainConfig", "build_model", "evaluate",
-           "get_preset", "list_presets", "list_pretrained", "load_pretrained", "predict", "train"]
+           "get_preset", "list_front_ends", "list_presets", "list_pretrained", "load_pretrained", "predict", "train"]

@@ -12,9 +12,10 @@ from pipelines_layouts import write_camvid
 from reseg_tf import cli
 from reseg_tf.evaluation import load_reseg_model
 from reseg_tf.models import FrontEndWeightsError
-from reseg_tf.models.reseg import VGG_LAYER_NAMES
+from reseg_tf.front_ends.vgg import vgg_layer_names
 
 SIZE = 32
+VGG_LAYER_NAMES = vgg_layer_names(3)
 
 
 @pytest.fixture
@@ -38,9 +39,9 @@ def _train_args(data_dir, output, *extra):
 
 def test_the_paper_presets_start_from_imagenet_and_the_others_from_nothing():
     for preset in ("camvid", "camvid_paper_patches", "horse", "flowers"):
-        assert reseg_tf.TrainConfig(preset=preset).vgg_weights == "imagenet", preset
+        assert reseg_tf.TrainConfig(preset=preset).front_end_weights == "imagenet", preset
     for preset in ("demo", "horse_no_vgg", "camvid_scratch"):
-        assert reseg_tf.TrainConfig(preset=preset).vgg_weights is None, preset
+        assert reseg_tf.TrainConfig(preset=preset).front_end_weights is None, preset
 
 
 def test_a_failed_download_stops_before_anything_is_written(offline, data_dir, tmp_path, capsys):
@@ -88,8 +89,8 @@ def test_a_random_fixed_front_end_only_when_asked(data_dir):
 
     source = pipelines.get_source("camvid", data_dir)
     asked = reseg_tf.TrainConfig(preset="camvid", vgg_weights="None", freeze_front_end=True)
-    assert asked.vgg_weights == "none" and model_config_for(asked, source)[0].freeze_vgg
-    assert not model_config_for(reseg_tf.TrainConfig(preset="camvid", vgg_weights="none"), source)[0].freeze_vgg
+    assert asked.front_end_weights == "none" and model_config_for(asked, source)[0].freeze_front_end
+    assert not model_config_for(reseg_tf.TrainConfig(preset="camvid", vgg_weights="none"), source)[0].freeze_front_end
     with pytest.raises(ValueError, match="--freeze-front-end"):
         reseg_tf.TrainConfig(preset="camvid", cache_features=True, vgg_weights="none")
     reseg_tf.TrainConfig(preset="camvid", cache_features=True, vgg_weights="none", freeze_front_end=True)
@@ -100,6 +101,6 @@ def test_a_random_fixed_front_end_only_when_asked(data_dir):
 def test_weights_that_cannot_fit_are_refused_at_once(tmp_path):
     with pytest.raises(FileNotFoundError, match="--vgg-weights"):
         reseg_tf.TrainConfig(preset="camvid", vgg_weights=str(tmp_path / "missing.h5"))
-    with pytest.raises(ValueError, match="no VGG16 front end"):
+    with pytest.raises(ValueError, match="takes no pretrained weights"):
         reseg_tf.TrainConfig(preset="camvid_scratch", vgg_weights="imagenet")
-    assert reseg_tf.TrainConfig(preset="camvid_scratch", vgg_weights="none").vgg_weights == "none"
+    assert reseg_tf.TrainConfig(preset="camvid_scratch", vgg_weights="none").front_end_weights == "none"

@@ -13,7 +13,7 @@ import tensorflow as tf
 from reseg_tf.distribute import is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model, describe_recipe, fetch_imagenet_vgg16_weights
+from reseg_tf.models import build_model, describe_recipe, get_preset
 from reseg_tf.run_files import RunLock, atomic_write_json, read_json
 from reseg_tf.training.callbacks import BestModelCheckpoint, TrainingDivergedError, make_callbacks, read_history
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
@@ -36,9 +36,9 @@ def train(config=None, **settings):
         ValueError / FileNotFoundError: bad settings or data (unknown preset or dataset, missing
             data dir); `RunDirectoryError` (a ValueError) for an output directory holding a
             finished run or other files; `OutputLockedError` if another run uses it.
-        FrontEndWeightsError (a ValueError): the ImageNet VGG16 weights of the preset's front
-            end cannot be downloaded (raised before anything is written; it names both ways
-            on: `vgg_weights=FILE`, a local copy, or `vgg_weights="none"`).
+        FrontEndWeightsError (a ValueError): the ImageNet weights of the preset's front end
+            cannot be downloaded (raised before anything is written; it names both ways on:
+            `front_end_weights=FILE`, a local copy, or `front_end_weights="none"`).
         TrainingDivergedError: the loss became NaN/inf (model.keras and backup/ are kept).
         KeyboardInterrupt: Ctrl-C / SIGTERM, after printing how to resume.
     """
@@ -83,17 +83,16 @@ def train(config=None, **settings):
 
 
 def _front_end_weights(config):
-    """The weights `build_model` starts the front end from: a local file, or None (random)."""
-    if config.vgg_weights in (None, "none"):
-        if config.vgg_weights == "none":
-            fixed = "kept fixed (--freeze-front-end)" if config.freeze_front_end else "trained"
-            print(f"Front end: random VGG16 weights, {fixed}.", flush=True)
-        return None
-    if config.vgg_weights == "imagenet":
-        path = fetch_imagenet_vgg16_weights()
-        print(f"Front end: ImageNet VGG16 weights ({path}), kept fixed.", flush=True)
-        return path
-    return config.vgg_weights
+    """The file `build_model` starts the front end from (downloaded for "imagenet"), or None."""
+    front_end = get_preset(config.preset)[0].front_end_spec
+    weights = config.front_end_weights
+    if weights == "none":
+        fixed = "kept fixed (--freeze-front-end)" if config.freeze_front_end else "trained"
+        print(f"Front end {front_end.name}: random weights, {fixed}.", flush=True)
+    path = front_end.fetch_weights(weights, get_preset(config.preset)[0].front_end_settings)
+    if weights == "imagenet":
+        print(f"Front end {front_end.name}: ImageNet weights ({path}).", flush=True)
+    return path
 
 
 def _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights):
