@@ -207,7 +207,7 @@ def dataset_cases():
 
 
 def tiny_reseg_model():
-    config = reseg_tf.ReSegConfig(num_classes=len(CAMVID_CLASSES), class_names=CAMVID_CLASSES, use_vgg=False,
+    config = reseg_tf.ReSegConfig(num_classes=len(CAMVID_CLASSES), class_names=CAMVID_CLASSES, front_end="none",
                                   renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     return reseg_tf.build_model(config, input_shape=(None, None, 3), name="tiny")
 

@@ -11,8 +11,8 @@ meaningless for an untrained model, reported anyway) and, per TFLite file, where
 (`size_breakdown`: constants, operator and tensor counts, tensor-name and quantization-parameter
 bytes). Paths are relative to the repository.
 
-`--front-end` also converts the model's layers before its first ReNet layer (the convolutional
-front end) to fp32 and int8 TFLite and times them the same way (`front_end_latency_ms`), with
+`--front-end` also converts the model's front end (the preprocessing and the layers up to the
+output layer its registered front end declares) to fp32 and int8 TFLite and times them the same way (`front_end_latency_ms`), with
 their share of the whole model's time per variant (`front_end_share`): which part bounds the
 latency.
 
@@ -52,19 +52,14 @@ def per_image_seconds(function, images, repeats):
 
 
 def front_end_latency_ms(model, image_size, images, calibration, scratch, repeats):
-    """`{tflite_fp32, tflite_int8: ms per image}` of the layers before the first ReNet layer,
-    converted and timed like the whole model (int8 calibrated on `calibration`, the images the
-    whole model's int8 variant was calibrated on)."""
+    """`{tflite_fp32, tflite_int8: ms per image}` of the model's front end (to the output layer
+    its registered front end declares), converted and timed like the whole model (int8
+    calibrated on `calibration`, the images the whole model's int8 variant was calibrated on)."""
     import keras
 
     from reseg_tf.export.saved_model import export_twin, write_archive
-    from reseg_tf.layers import ReNetLayer
-
     twin, _ = export_twin(model, (*image_size, 3), unroll_rnns=True)
-    first_renet = next((layer for layer in twin.layers if isinstance(layer, ReNetLayer)), None)
-    if first_renet is None:
-        raise SystemExit(f"--front-end: model {model.name!r} has no ReNet layer to split at")
-    front_end = keras.Model(twin.input, first_renet.input, name="front_end")
+    front_end = keras.Model(twin.input, twin.front_end_features, name="front_end")
     signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
     source = scratch / "front_end_saved_model"
     write_archive(front_end, source, {"serving_default": (lambda images: {"features": front_end(images)}, signature)})

@@ -3,6 +3,7 @@ from reseg_tf.backend_check import require_tensorflow_backend
 
 require_tensorflow_backend()  # before anything imports Keras
 
+from reseg_tf.front_ends import list_front_ends
 from reseg_tf.layers import ReNetLayer
 from reseg_tf.models import ReSegConfig, ReSegModel, build_model, get_preset, list_presets
 # Training, evaluation and prediction import `pipelines` only when they are called.
@@ -13,4 +14,4 @@ from reseg_tf.training import TrainConfig, train
 
 __version__ = "0.1.0"
 __all__ = ["ReNetLayer", "ReSegConfig", "ReSegModel", "TrainConfig", "build_model", "evaluate",
-           "get_preset", "list_presets", "list_pretrained", "load_pretrained", "predict", "train"]
+           "get_preset", "list_front_ends", "list_presets", "list_pretrained", "load_pretrained", "predict", "train"]

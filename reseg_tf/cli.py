@@ -19,20 +19,23 @@ class CliError(Exception):
 def _add_summary(subparsers):
     parser = subparsers.add_parser(
         "summary", help="Build a preset and print its Keras summary and parameter counts.",
-        description="Build a ReSeg preset (weights=None unless --vgg-weights) and print model.summary().",
+        description="Build a ReSeg preset (random weights unless --front-end-weights) and print model.summary().",
     )
     parser.add_argument("--preset", default="camvid", help="preset name (see `reseg presets`); default: camvid")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="input height and width; default: the preset's training size")
-    parser.add_argument("--vgg-weights", default=None,
-                        help="VGG16 front-end weights: 'imagenet' or a weights file path; default: random init")
+    parser.add_argument("--front-end-weights", "--vgg-weights", dest="front_end_weights", default=None,
+                        metavar="imagenet|FILE",
+                        help="front-end weights to load: 'imagenet' (downloaded by Keras) or a local copy "
+                        "of the front end's Keras weights file; default: random init (`reseg train` "
+                        "starts the ImageNet presets from imagenet). --vgg-weights is another name")
 
     def handler(args):
         from reseg_tf.models import build_model, get_preset
 
         _, image_size, description = get_preset(args.preset)
         height, width = args.image_size or image_size
-        model = build_model(args.preset, input_shape=(height, width, 3), weights=args.vgg_weights)
+        model = build_model(args.preset, input_shape=(height, width, 3), weights=args.front_end_weights)
         print(f"{args.preset}: {description}")
         model.summary()
         print(f"output shape: {model.output_shape}")
@@ -43,17 +46,21 @@ def _add_summary(subparsers):
 
 def _add_presets(subparsers):
     parser = subparsers.add_parser(
-        "presets", help="List the built-in model presets and the training recipe each carries.",
-        description="List the built-in presets: model size, description, and the training recipe "
+        "presets", help="List the built-in model presets, the front end and training recipe of each.",
+        description="List the built-in presets: model size, description, front end (`reseg_tf."
+        "list_front_ends()`: stride, channels, weights, frozen or trained), and the training recipe "
         "`reseg train --preset P` uses unless a flag overrides a setting.")
 
     def handler(args):
-        from reseg_tf.models import PRESETS, describe_recipe, get_recipe
+        from reseg_tf.front_ends import describe_front_end
+        from reseg_tf.models import PRESETS, describe_recipe, get_preset, get_recipe
 
         for name in sorted(PRESETS):
             preset = PRESETS[name]
             height, width = preset["image_size"]
+            config = get_preset(name)[0]
             print(f"{name}  (model size {height}x{width})  {preset['description']}")
+            print(f"    front end: {describe_front_end(config.front_end, config.front_end_settings, config.freeze_front_end)}")
             print(f"    recipe: {describe_recipe(get_recipe(name))}")
         return 0
 
@@ -173,8 +180,14 @@ def _add_train(subparsers):
                         help="train with a mixed-precision policy: float16 (Keras' mixed_float16), bfloat16 "
                         "(mixed_bfloat16), or auto (the flag alone): float16 on a GPU, bfloat16 on a CPU with AVX512_BF16/AMX, float32 on "
                         "other CPUs (they emulate bf16, several times slower); default: float32")
-    parser.add_argument("--vgg-weights", default=None,
-                        help="VGG16 front-end weights: 'imagenet' or a weights file; default: random init")
+    parser.add_argument("--front-end-weights", "--vgg-weights", dest="front_end_weights", default=None,
+                        metavar="imagenet|FILE|none",
+                        help="where the front end starts from: 'imagenet' (downloaded by Keras; offline, "
+                        "training stops before it starts), FILE (a local copy of the front end's Keras "
+                        "weights, e.g. vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), or 'none' "
+                        "(random weights; the front end then trains). Default: imagenet for the presets "
+                        "whose front end starts from ImageNet (camvid, horse, flowers, camvid_mobilenet, "
+                        "...; see `reseg presets`), none for the others. --vgg-weights is another name")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run in --output instead of refusing")
     parser.add_argument("--strategy", default=None, choices=STRATEGIES,
@@ -194,7 +207,8 @@ def _add_train(subparsers):
                         "weight shapes match is loaded (the classifier starts fresh when the class count "
                         "differs); prints which layers were loaded and which are new")
     parser.add_argument("--freeze-front-end", action="store_true",
-                        help="with --init-from: keep the loaded front end (VGG-shaped stem) fixed")
+                        help="keep the front end (VGG-shaped stem) fixed: the one loaded by --init-from, or "
+                        "with --front-end-weights none a random one (refused otherwise)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="keep an exponential moving average of the weights (Keras' optimizer "
                         "EMA): validation, model.keras and the final evaluation use the averaged "
@@ -220,7 +234,7 @@ def _add_train(subparsers):
             augment_mode=args.augment_mode, lr_schedule=args.lr_schedule,
             class_balance_power=args.class_balance_power,
             steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
-            mixed_precision=args.mixed_precision, vgg_weights=args.vgg_weights, overwrite=args.overwrite,
+            mixed_precision=args.mixed_precision, front_end_weights=args.front_end_weights, overwrite=args.overwrite,
             strategy=args.strategy, tpu_address=args.tpu_address,
             time_budget=args.time_budget, cache_features=args.cache_features,
             init_from=_file_or_pretrained(args.init_from), freeze_front_end=args.freeze_front_end or None,

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 GLOBAL_BATCH = 4
-CONFIG = ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
+CONFIG = ReSegConfig(num_classes=3, class_names=("a", "b", "c"), front_end="none",
                      renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
 
 rng = np.random.default_rng(0)

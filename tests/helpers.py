@@ -1,4 +1,4 @@
-"""Shared test helpers: layer/model serialization and saving round trips."""
+"""Shared test helpers: layer/model serialization and saving round trips, and the tiny model every test builds."""
 import numpy as np
 import keras
 
@@ -31,3 +31,23 @@ def assert_model_round_trips(model, inputs, tmp_path, atol=1e-5):
     assert restored.get_config() == model.get_config()
     np.testing.assert_allclose(restored.predict(inputs, verbose=0), expected, atol=atol)
     return restored
+
+
+def tiny_config(**changes):
+    """A `ReSegConfig` small enough for any test: no front end, one 4-unit ReNet layer on 2x2
+    patches, one 2x2 upsampling, classes `a, b, c`; `changes` override any field."""
+    from reseg_tf import ReSegConfig
+
+    fields = dict(num_classes=3, class_names=("a", "b", "c"), front_end="none", renet=((4, (2, 2)),),
+                  upsampling=((4, (2, 2)),))
+    if "num_classes" in changes:
+        fields["class_names"] = None  # class_0, class_1, ...
+    fields.update(changes)
+    return ReSegConfig(**fields)
+
+
+def tiny_model(input_shape=(None, None, 3), name="tiny", **changes):
+    """`build_model(tiny_config(**changes))`."""
+    from reseg_tf import build_model
+
+    return build_model(tiny_config(**changes), input_shape=input_shape, name=name)

@@ -13,16 +13,15 @@ from reseg_tf.averaging import averaged_passes, sampled_probabilities
 from reseg_tf.calibration import CalibrationAccumulator
 from reseg_tf.inference import Predictor
 from reseg_tf.model_io import load_reseg_model
+from helpers import tiny_model
 from pipelines_layouts import write_folder
 
 SIZE = (16, 24)
 
 
 def _model(dropout=0.0, classifier_dropout=0.0, input_shape=(*SIZE, 3)):
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
-                                  renet=((6, (2, 2)), (6, (1, 1))), upsampling=((6, (2, 2)),),
-                                  dropout=dropout, classifier_dropout=classifier_dropout)
-    return reseg_tf.build_model(config, input_shape=input_shape)
+    return tiny_model(input_shape, renet=((6, (2, 2)), (6, (1, 1))), upsampling=((6, (2, 2)),),
+                      dropout=dropout, classifier_dropout=classifier_dropout)
 
 
 def _images(count, size=SIZE, seed=0):

@@ -11,7 +11,7 @@ import pipelines
 import reseg_tf
 from reseg_tf import evaluation
 from reseg_tf.losses import VoidAwareCrossEntropy
-from reseg_tf.models import ReSegConfig
+from helpers import tiny_model
 
 NUM_CLASSES = 4
 VOID = 255
@@ -60,9 +60,8 @@ class _ClassFromRed:
 
 
 def _tiny_model():
-    config = ReSegConfig(num_classes=NUM_CLASSES, class_names=tuple("abcd"), use_vgg=False,
-                         renet=((8, (1, 1)),), upsampling=())
-    return reseg_tf.build_model(config, input_shape=(*SIZE, 3))
+    return tiny_model((*SIZE, 3), num_classes=NUM_CLASSES, class_names=tuple("abcd"), renet=((8, (1, 1)),),
+                      upsampling=())
 
 
 def test_evaluate_matches_a_hand_count(tmp_path, monkeypatch):

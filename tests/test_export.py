@@ -14,6 +14,7 @@ from reseg_tf import cli, export
 from reseg_tf.export.onnx import onnx_available, onnx_probabilities, onnx_session
 from reseg_tf.inference import Predictor
 from reseg_tf.models import with_input_size
+from helpers import tiny_model
 
 SIZE = (32, 32)
 PARITY_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "parity_bench.py"
@@ -29,12 +30,6 @@ def block_images(count, size=SIZE, block=8, seed=0):
     images = np.repeat(np.repeat(images, block, 1), block, 2) + rng.normal(0, 10, (count, *size, 3))
     masks = np.repeat(np.repeat(labels, block, 1), block, 2).astype(np.int32)
     return np.clip(images, 0, 255).astype(np.uint8), masks
-
-
-def tiny_model(input_shape=(None, None, 3), name="tiny"):
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
-                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
-    return reseg_tf.build_model(config, input_shape=input_shape, name=name)
 
 
 @pytest.fixture(scope="module")

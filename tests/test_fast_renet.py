@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_layer_round_trips
-from reseg_tf import ReNetLayer, ReSegConfig, build_model
+from helpers import assert_layer_round_trips, tiny_config
+from reseg_tf import ReNetLayer, build_model
 from reseg_tf.layers.fast_rnn import bidirectional_gru
 
-TINY = ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
-                   renet=((4, (2, 2)), (3, (1, 1))), upsampling=((4, (2, 2)),))
+TINY = tiny_config(renet=((4, (2, 2)), (3, (1, 1))))
 
 
 def _pair(implementation="fast", input_shape=(2, 5, 7, 3), **options):

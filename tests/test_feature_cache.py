@@ -93,5 +93,5 @@ def test_random_flip_flips_features_and_labels_together():
 
 
 def test_split_refuses_a_trainable_front_end():
-    with pytest.raises(ValueError, match="freeze_vgg"):
-        split_frozen_front_end(_model(freeze_vgg=False))
+    with pytest.raises(ValueError, match="freeze_front_end"):
+        split_frozen_front_end(_model(freeze_front_end=False))

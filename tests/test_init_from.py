@@ -8,16 +8,15 @@ import pytest
 import reseg_tf
 from reseg_tf import cli, training
 from reseg_tf.training.init_from import freeze_front_end, load_matching_layers
+from helpers import tiny_model
 from pipelines_layouts import write_folder
 
 SIZE = 24
 
 
 def _model(num_classes=3, units=6, vgg=False):
-    config = reseg_tf.ReSegConfig(
-        num_classes=num_classes, class_names=None, use_vgg=vgg, freeze_vgg=False, vgg_filters=(4, 4, 8),
-        vgg_batch_norm=vgg, renet=((units, (2, 2)),), upsampling=((4, (2, 2)),))
-    return reseg_tf.build_model(config, input_shape=(SIZE, SIZE, 3))
+    stem = dict(front_end="scratch_stem", front_end_options={"filters": (4, 4, 8)}) if vgg else {}
+    return tiny_model((SIZE, SIZE, 3), num_classes=num_classes, renet=((units, (2, 2)),), **stem)
 
 
 def test_every_layer_but_a_resized_classifier_is_loaded(tmp_path):

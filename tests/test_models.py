@@ -2,13 +2,14 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import assert_model_round_trips
+from helpers import assert_model_round_trips, tiny_config
 from reseg_tf import ReSegConfig, ReSegModel, build_model, get_preset, list_presets
 from reseg_tf.models import config_from_model
-from reseg_tf.models.reseg import VGG_LAYER_NAMES
+from reseg_tf.front_ends.vgg import vgg_layer_names
 
-TINY = ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
-                   renet=((4, (2, 2)), (3, (1, 1))), upsampling=((4, (2, 2)),))
+VGG_LAYER_NAMES = vgg_layer_names(3)
+
+TINY = tiny_config(renet=((4, (2, 2)), (3, (1, 1))))
 
 
 def _images(batch, height, width, seed=0):
@@ -98,7 +99,7 @@ def test_config_dict_round_trip():
     (lambda: build_model("nope"), "unknown preset"),
     (lambda: build_model(TINY, input_shape=(32, 32, 1)), "input_shape"),
     (lambda: build_model(TINY, input_shape=(32, 32)), "input_shape"),
-    (lambda: build_model(TINY, weights="imagenet"), "use_vgg=False"),
+    (lambda: build_model(TINY, weights="imagenet"), "no ImageNet weights"),
     (lambda: build_model("camvid", weights="/no/such/vgg.h5"), "does not exist"),
     (lambda: build_model(42), "preset_or_config"),
     (lambda: ReSegConfig(num_classes=1), "num_classes"),
@@ -121,17 +122,36 @@ def test_non_reseg_model_is_refused():
 
 
 def test_thin_batch_norm_front_end_trains_from_scratch():
-    config = get_preset("camvid")[0].replace(vgg_filters=(8, 16, 16), vgg_batch_norm=True, freeze_vgg=False,
-                                             renet=((4, (1, 1)),))
+    config = get_preset("camvid")[0].replace(front_end="scratch_stem", front_end_options={"filters": (8, 16, 16)},
+                                             freeze_front_end=None, renet=((4, (1, 1)),))
     model = build_model(config, input_shape=(None, None, 3))
     assert model.get_layer("block3_conv3").filters == 16
     assert model.get_layer("block1_bn1").trainable and model.get_layer("block1_conv1").trainable
     assert any("block1_conv1" in w.path for w in model.trainable_weights)
     assert model.predict(_images(1, 20, 24), verbose=0).shape == (1, 20, 24, 11)
-    with pytest.raises(ValueError, match="vgg_filters"):
+    with pytest.raises(ValueError, match="no ImageNet weights"):
         build_model(config, weights="imagenet")
-    with pytest.raises(ValueError, match="vgg_filters"):
-        ReSegConfig(vgg_filters=(8, 16))
+    with pytest.raises(ValueError, match="filters"):
+        ReSegConfig(front_end="scratch_stem", front_end_options={"filters": (8, 16)})
+    with pytest.raises(ValueError, match="no option"):
+        ReSegConfig(front_end="vgg16", front_end_options={"filters": (8, 16, 16)})
+    with pytest.raises(ValueError, match="unknown front end"):
+        ReSegConfig(front_end="vgg19")
+
+
+@pytest.mark.parametrize("legacy,front_end,options,frozen", [
+    (dict(use_vgg=True), "vgg16", {"output_layer": "block3_conv3"}, True),
+    (dict(use_vgg=True, freeze_vgg=False), "vgg16", {"output_layer": "block3_conv3"}, False),
+    (dict(use_vgg=True, freeze_vgg=False, vgg_filters=[32, 64, 128], vgg_batch_norm=True), "scratch_stem",
+     {"filters": (32, 64, 128), "batch_norm": True}, False),
+    (dict(use_vgg=False, freeze_vgg=True), "none", {}, False),
+])
+def test_configs_written_before_the_front_end_registry_still_read(legacy, front_end, options, frozen):
+    current = {key: value for key, value in TINY.to_dict().items()
+               if key not in ("front_end", "front_end_options", "freeze_front_end")}
+    config = ReSegConfig.from_dict({**current, **legacy})
+    assert (config.front_end, config.front_end_settings, config.freeze_front_end) == (front_end, options, frozen)
+    assert ReSegConfig.from_dict(config.to_dict()) == config
 
 
 def test_conv_context_baseline_has_about_the_same_parameters():

@@ -77,6 +77,7 @@ def test_recipe_crops_larger_than_the_image_size_name_the_way_out(tmp_path):
 def test_presets_command_shows_each_recipe(capsys):
     assert cli.main(["presets"]) == 0
     out = capsys.readouterr().out
-    block = out[out.index("camvid_scratch "):].splitlines()[1]
-    assert "optimizer=adam" in block and "crop_size=180x240" in block and "class_balance_power=0.5" in block
-    assert out.count("recipe:") == len(list_presets())
+    front_end, recipe = out[out.index("camvid_scratch "):].splitlines()[1:3]
+    assert "optimizer=adam" in recipe and "crop_size=180x240" in recipe and "class_balance_power=0.5" in recipe
+    assert front_end.strip().startswith("front end: scratch_stem")
+    assert out.count("recipe:") == out.count("front end:") == len(list_presets())

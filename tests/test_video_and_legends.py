@@ -8,16 +8,15 @@ import pipelines
 import reseg_tf
 from pipelines.palettes import draw_legend
 from reseg_tf import cli, video
+from helpers import tiny_model
 from pipelines_layouts import write_folder
 
 SIZE = (24, 32)
 
 
 def _model(tmp_path):
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("sky", "road", "car"), use_vgg=False,
-                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     path = tmp_path / "model.keras"
-    reseg_tf.build_model(config, input_shape=(None, None, 3)).save(path)
+    tiny_model(class_names=("sky", "road", "car")).save(path)
     return path
 
 

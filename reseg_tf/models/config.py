@@ -2,6 +2,7 @@
 import dataclasses
 import json
 
+from reseg_tf.front_ends import get_front_end
 from reseg_tf.layers.renet import DIRECTION_MODES, RNN_CLASSES, SWEEP_ORDERS, _as_pair
 
 CAMVID_CLASSES = (
@@ -10,22 +11,37 @@ CAMVID_CLASSES = (
 )
 BINARY_CLASSES = ("background", "foreground")
 CONTEXT_LAYERS = ("renet", "conv")
+# The front-end fields of configs written before front ends were a registry (`.keras` files
+# hold them); `from_dict` maps them to `front_end` and its options. Their defaults then.
+LEGACY_FRONT_END_FIELDS = {"use_vgg": True, "freeze_vgg": True, "vgg_filters": (64, 128, 256),
+                           "vgg_batch_norm": False}
+
+
+def _legacy_front_end(use_vgg, freeze_vgg, vgg_filters, vgg_batch_norm):
+    """`(front_end, front_end_options, freeze_front_end)` equal to the legacy VGG fields."""
+    if not use_vgg:
+        return "none", {}, None
+    if tuple(vgg_filters) == (64, 128, 256) and not vgg_batch_norm:
+        return "vgg16", {"output_layer": "block3_conv3"}, bool(freeze_vgg)
+    return "scratch_stem", {"filters": tuple(vgg_filters), "batch_norm": bool(vgg_batch_norm)}, bool(freeze_vgg)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReSegConfig:
-    """Everything `build_model` needs besides the input shape and the VGG weights.
+    """Everything `build_model` needs besides the input shape and the front end's weights.
 
     Args:
         num_classes: number of output classes (void is not a class).
         class_names: one name per class (defaults to `class_0`, ...).
-        use_vgg: put VGG16's conv layers up to `block3_conv3` (stride 4) in front; `False` is
-            the paper's "ReSeg (no VGG)": the first ReNet layer reads image patches.
-        freeze_vgg: keep the VGG layers' weights fixed during training.
-        vgg_filters: filters of VGG16's three conv blocks; (64, 128, 256) is VGG16 itself (and
-            the only width ImageNet weights fit). Thinner stems train faster from scratch.
-        vgg_batch_norm: add batch normalization after every VGG conv (for training the front
-            end from scratch; VGG16 itself has none).
+        front_end: a registered front end (`reseg_tf.list_front_ends()`): `vgg16` (the paper's,
+            to `block3_conv3`), `scratch_stem` (VGG16-shaped, thinner, batch norm, trained
+            from scratch), `none` (the paper's "ReSeg (no VGG)": the first ReNet layer reads
+            image patches), `mobilenet_v3_small`, `resnet50`, ...
+        front_end_options: that front end's options (e.g. `{"output_layer": "block4_conv3"}`
+            for vgg16); stored with its defaults filled in, as `(name, value)` pairs
+            (`front_end_settings` gives the dict).
+        freeze_front_end: keep the front end's weights fixed during training; None: the front
+            end's default (frozen for those that start from ImageNet weights).
         renet: `(units, (ph, pw))` for each ReNet layer, in order.
         upsampling: `(filters, (kh, kw))` for each transposed convolution (stride = kernel).
         context: `"renet"` (ReSeg) or `"conv"`: each ReNet layer is replaced by a 3x3
@@ -44,10 +60,9 @@ class ReSegConfig:
 
     num_classes: int = 11
     class_names: tuple = CAMVID_CLASSES
-    use_vgg: bool = True
-    freeze_vgg: bool = True
-    vgg_filters: tuple = (64, 128, 256)
-    vgg_batch_norm: bool = False
+    front_end: str = "vgg16"
+    front_end_options: tuple = ()
+    freeze_front_end: bool = None
     renet: tuple = ((100, (1, 1)), (100, (1, 1)))
     upsampling: tuple = ((50, (2, 2)), (50, (2, 2)))
     context: str = "renet"
@@ -73,10 +88,13 @@ class ReSegConfig:
                 f"`class_names` has {len(names)} names but `num_classes` is {self.num_classes}."
             )
         set_(self, "class_names", names)
-        filters = tuple(self.vgg_filters)
-        if len(filters) != 3 or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
-            raise ValueError(f"`vgg_filters` must be three positive ints, got {self.vgg_filters!r}.")
-        set_(self, "vgg_filters", filters)
+        front_end = get_front_end(self.front_end)
+        given = self.front_end_options
+        set_(self, "front_end_options", tuple(front_end.options(dict(given) if given else None).items()))
+        if self.freeze_front_end is None:
+            set_(self, "freeze_front_end", front_end.frozen_by_default)
+        elif not isinstance(self.freeze_front_end, bool):
+            raise ValueError(f"`freeze_front_end` must be a bool or None, got {self.freeze_front_end!r}.")
         if not self.renet:
             raise ValueError("`renet` must list at least one (units, patch_size) ReNet layer.")
         set_(self, "renet", tuple(self._layer_spec(s, "renet", "units", "patch_size") for s in self.renet))
@@ -115,6 +133,16 @@ class ReSegConfig:
         return float(rate)
 
     @property
+    def front_end_settings(self):
+        """The front end's options as a dict (defaults filled in)."""
+        return dict(self.front_end_options)
+
+    @property
+    def front_end_spec(self):
+        """The registered `FrontEnd` this config uses."""
+        return get_front_end(self.front_end)
+
+    @property
     def dropout_rates(self):
         """The dropout rate after each ReNet (or `conv` context) layer, in order."""
         if isinstance(self.dropout, tuple):
@@ -136,7 +164,7 @@ class ReSegConfig:
     @property
     def input_stride(self):
         """Total downsampling from the image to the last ReNet layer's grid, per axis."""
-        stride_h = stride_w = 4 if self.use_vgg else 1
+        stride_h = stride_w = self.front_end_spec.output_stride(self.front_end_settings)
         for _, (ph, pw) in self.renet:
             stride_h, stride_w = stride_h * ph, stride_w * pw
         return stride_h, stride_w
@@ -150,10 +178,21 @@ class ReSegConfig:
         return up_h, up_w
 
     def to_dict(self):
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = dataclasses.asdict(self)
+        data["front_end_options"] = self.front_end_settings
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_dict(cls, data):
+        """The config of a dict from `to_dict`, including one written before front ends were a
+        registry (its VGG fields become the same front end)."""
+        data = dict(data)
+        legacy = {key: data.pop(key) for key in LEGACY_FRONT_END_FIELDS if key in data}
+        if legacy:
+            if "front_end" in data:
+                raise ValueError(f"config has both `front_end` and the legacy fields {sorted(legacy)}.")
+            data["front_end"], data["front_end_options"], data["freeze_front_end"] = _legacy_front_end(
+                **{**LEGACY_FRONT_END_FIELDS, **legacy})
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:

@@ -8,8 +8,8 @@ from reseg_tf.models.config import BINARY_CLASSES, CAMVID_CLASSES, ReSegConfig
 # The CPU-from-scratch architecture (no ImageNet weights): a VGG16-shaped front end at half
 # width with batch norm, trained; ReNet 64+64 units (1x1 patches); two 2x2 transposed convs of
 # 64 filters.
-_SCRATCH = dict(use_vgg=True, freeze_vgg=False, vgg_filters=(32, 64, 128), vgg_batch_norm=True,
-                renet=((64, (1, 1)), (64, (1, 1))), upsampling=((64, (2, 2)), (64, (2, 2))))
+_SCRATCH = dict(front_end="scratch_stem", renet=((64, (1, 1)), (64, (1, 1))),
+                upsampling=((64, (2, 2)), (64, (2, 2))))
 _CAMVID_SCRATCH = dict(_SCRATCH, num_classes=11, class_names=CAMVID_CLASSES)
 _BINARY_SCRATCH = dict(_SCRATCH, num_classes=2, class_names=BINARY_CLASSES)
 
@@ -18,14 +18,14 @@ PRESETS = {
         description="Paper's CamVid model (Table 4) with the authors' code patches: VGG16 to "
         "conv3_3, ReNet 100+100 units with 1x1 patches, 2x transposed conv 50 filters 2x2.",
         image_size=(360, 480),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True,
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="vgg16",
                     renet=((100, (1, 1)), (100, (1, 1))), upsampling=((50, (2, 2)), (50, (2, 2)))),
     ),
     "camvid_paper_patches": dict(
         description="CamVid model with the patch sizes of the paper's table (2x2 then 1x1); "
         "one more 2x2 upsampling layer restores the extra stride.",
         image_size=(360, 480),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=True,
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="vgg16",
                     renet=((100, (2, 2)), (100, (1, 1))),
                     upsampling=((50, (2, 2)), (50, (2, 2)), (50, (2, 2)))),
     ),
@@ -33,21 +33,21 @@ PRESETS = {
         description="Weizmann Horse (binary): VGG16 to conv3_3, two ReNet layers, two "
         "transposed convolutions.",
         image_size=(256, 256),
-        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True,
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, front_end="vgg16",
                     renet=((64, (1, 1)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
     ),
     "horse_no_vgg": dict(
         description="Weizmann Horse without VGG (the paper's 'ReSeg (no VGG)'): the first ReNet "
         "layer reads 4x4 image patches.",
         image_size=(256, 256),
-        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=False,
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, front_end="none",
                     renet=((64, (4, 4)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
     ),
     "flowers": dict(
         description="Oxford Flowers 17 (binary): VGG16 to conv3_3, two ReNet layers, two "
         "transposed convolutions.",
         image_size=(256, 256),
-        config=dict(num_classes=2, class_names=BINARY_CLASSES, use_vgg=True,
+        config=dict(num_classes=2, class_names=BINARY_CLASSES, front_end="vgg16",
                     renet=((64, (1, 1)), (64, (1, 1))), upsampling=((100, (2, 2)), (100, (2, 2)))),
     ),
     "camvid_scratch": dict(
@@ -89,11 +89,27 @@ PRESETS = {
         image_size=(160, 160),
         config=_BINARY_SCRATCH,
     ),
+    "camvid_mobilenet": dict(
+        description="CamVid for phones: MobileNetV3-Small to stride 8 (ImageNet weights, frozen), "
+        "ReNet 64+64 units (1x1 patches), three 2x2 transposed convs of 32 filters.",
+        image_size=(264, 352),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="mobilenet_v3_small",
+                    front_end_options={"output_stride": 8}, renet=((64, (1, 1)), (64, (1, 1))),
+                    upsampling=((32, (2, 2)), (32, (2, 2)), (32, (2, 2)))),
+    ),
+    "camvid_resnet50": dict(
+        description="CamVid for servers: ResNet50 to conv3 (stride 8, ImageNet weights, frozen), "
+        "ReNet 100+100 units (1x1 patches), three 2x2 transposed convs of 50 filters.",
+        image_size=(360, 480),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="resnet50",
+                    front_end_options={"output_stride": 8}, renet=((100, (1, 1)), (100, (1, 1))),
+                    upsampling=((50, (2, 2)), (50, (2, 2)), (50, (2, 2)))),
+    ),
     "demo": dict(
         description="Small CamVid model that trains in minutes on a CPU from scratch: no VGG, "
         "ReNet 32 units on 4x4 patches then 32 units, two 2x2 transposed convs of 32 filters.",
         image_size=(180, 240),
-        config=dict(num_classes=11, class_names=CAMVID_CLASSES, use_vgg=False,
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="none",
                     renet=((32, (4, 4)), (32, (1, 1))), upsampling=((32, (2, 2)), (32, (2, 2)))),
     ),
 }
@@ -131,6 +147,8 @@ RECIPES = {
     "flowers": PAPER_RECIPE,
     "horse_no_vgg": dict(_BINARY_SCRATCH_RECIPE, epochs=32, patience=32),
     "camvid_scratch": _CAMVID_SCRATCH_RECIPE,
+    "camvid_mobilenet": _CAMVID_SCRATCH_RECIPE,
+    "camvid_resnet50": PAPER_RECIPE,
     "camvid_scratch_conv": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout_last": _CAMVID_SCRATCH_RECIPE,

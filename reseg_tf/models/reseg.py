@@ -1,6 +1,4 @@
-"""The ReSeg model: VGG16 front end -> ReNet layers -> transposed-conv upsampling -> softmax."""
-import os
-
+"""The ReSeg model: front end (VGG16, ...) -> ReNet layers -> transposed-conv upsampling -> softmax."""
 import keras
 import tensorflow as tf
 
@@ -8,15 +6,6 @@ from reseg_tf.layers import ImagePreprocessing, ReNetLayer, ResizeToReference
 from reseg_tf.models.config import ReSegConfig
 from reseg_tf.models.presets import get_preset
 
-# VGG16's convolutions up to block3_conv3 (stride 4), with Keras' layer names so weights from
-# `keras.applications.VGG16` (ImageNet or a local file) load by name.
-VGG16_FILTERS = (64, 128, 256)
-VGG_CONVS_PER_BLOCK = (2, 2, 3)
-VGG_LAYER_NAMES = tuple(
-    f"block{block}_conv{conv}"
-    for block, convs in enumerate(VGG_CONVS_PER_BLOCK, start=1)
-    for conv in range(1, convs + 1)
-)
 MODEL_NAME_PREFIX = "reseg"
 
 
@@ -45,53 +34,12 @@ def _check_input_shape(input_shape):
     return shape
 
 
-def _vgg_front_end(x, config, regularizer):
-    trainable = not config.freeze_vgg
-    blocks = zip(config.vgg_filters, VGG_CONVS_PER_BLOCK)
-    for block, (filters, convs) in enumerate(blocks, start=1):
-        for conv in range(1, convs + 1):
-            x = keras.layers.Conv2D(
-                filters, 3, padding="same",
-                activation=None if config.vgg_batch_norm else "relu",
-                kernel_regularizer=regularizer if trainable else None,
-                trainable=trainable, name=f"block{block}_conv{conv}",
-            )(x)
-            if config.vgg_batch_norm:
-                x = keras.layers.BatchNormalization(trainable=trainable, name=f"block{block}_bn{conv}")(x)
-                x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
-        if block < len(VGG_CONVS_PER_BLOCK):
-            x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
-    return x
-
-
-def load_vgg_weights(model, weights):
-    """Copies VGG16 conv weights (`"imagenet"` or a weights file path) into `model`'s front end.
-
-    A file may be the Keras VGG16 "notop" `.h5` download, or any `.weights.h5` saved from
-    `keras.applications.VGG16(include_top=False)`.
-    """
-    if weights != "imagenet":
-        path = os.fspath(weights)
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"VGG weights file {path!r} does not exist (or is not a file); pass "
-                "weights='imagenet', None, or the path of a VGG16 (include_top=False) weights file."
-            )
-        weights = path
-    try:
-        vgg = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
-    except Exception as error:  # Keras raises several types for bad/mismatched files.
-        raise ValueError(f"could not load VGG16 weights from {weights!r}: {error}") from error
-    for name in VGG_LAYER_NAMES:
-        model.get_layer(name).set_weights(vgg.get_layer(name).get_weights())
-
-
 @keras.saving.register_keras_serializable(package="reseg_tf")
 class ReSegModel(keras.Model):
     """The ReSeg network as a functional Keras model that remembers its `ReSegConfig`.
 
     Saving to `.keras` stores the config, so `keras.models.load_model` rebuilds the same graph.
-    Prefer `build_model`, which also accepts preset names and loads VGG weights.
+    Prefer `build_model`, which also accepts preset names and loads front-end weights.
 
     Args:
         config: a `ReSegConfig` or its dict.
@@ -114,9 +62,11 @@ class ReSegModel(keras.Model):
         regularizer = keras.regularizers.L2(config.weight_decay) if config.weight_decay else None
 
         images = keras.Input(shape=shape, name="image")
-        x = ImagePreprocessing("vgg" if config.use_vgg else "unit", name="preprocess")(images)
-        if config.use_vgg:
-            x = _vgg_front_end(x, config, regularizer)
+        front_end = config.front_end_spec
+        x = ImagePreprocessing(front_end.preprocessing, name="preprocess")(images)
+        trainable = not config.freeze_front_end
+        x = front_end.build(x, config.front_end_settings, trainable, regularizer if trainable else None)
+        features = x
         for index, ((units, patch_size), rate) in enumerate(
                 zip(config.renet, config.dropout_rates), start=1):
             if config.context == "conv":
@@ -151,6 +101,8 @@ class ReSegModel(keras.Model):
         super().__init__(inputs=images, outputs=probabilities, **kwargs)
         self.reseg_config = config
         self.image_shape = shape
+        # The front end's output in this graph (a nested backbone's own `.output` is in its graph).
+        self.front_end_features = features
 
     # Keras 3.15's `fit` under MultiWorkerMirroredStrategy fails twice (keras-team/keras#20585,
     # tensorflow/tensorflow#72388): the symbolic build MEAN-reduces a PerReplica batch across
@@ -207,8 +159,11 @@ def build_model(preset_or_config="camvid", input_shape=(None, None, 3), weights=
         preset_or_config: a preset name (see `list_presets()`), a `ReSegConfig` or its dict.
         input_shape: `(height, width, 3)`; `None` dims accept any size. The model reads raw
             0..255 RGB (uint8 or float) and its output always has the input's height and width.
-        weights: VGG16 front-end weights: `None` (random init), `"imagenet"` (downloaded by
-            Keras) or the path of a VGG16 `include_top=False` weights file.
+        weights: the front end's starting weights: `None` or `"none"` (random init, kept as the
+            config says: a frozen front end stays random; `reseg_tf.train` refuses that unless
+            asked), `"imagenet"` (downloaded by Keras; `FrontEndWeightsError` when it cannot be)
+            or the path of a local copy of the front end's Keras weights file (for vgg16, a
+            VGG16 `include_top=False` weights file).
         name: model name (default `reseg_<preset>`).
 
     Returns:
@@ -216,17 +171,20 @@ def build_model(preset_or_config="camvid", input_shape=(None, None, 3), weights=
         class probabilities; its config is `model.reseg_config`.
     """
     config, label = _resolve_config(preset_or_config)
-    if weights is not None and not config.use_vgg:
-        raise ValueError("`weights` were given but this config has use_vgg=False (no VGG front end).")
-    if weights is not None and config.vgg_filters != VGG16_FILTERS:
-        raise ValueError(
-            f"VGG16 weights fit vgg_filters={VGG16_FILTERS}, but this config has "
-            f"vgg_filters={config.vgg_filters}; pass weights=None to train the front end from scratch."
-        )
+    front_end = config.front_end_spec
+    # Fetched first: a download that fails should not wait for the model to be built.
+    path = front_end.fetch_weights(weights, config.front_end_settings)
     model = ReSegModel(config, input_shape=input_shape, name=name or f"{MODEL_NAME_PREFIX}_{label}")
-    if weights is not None:
-        load_vgg_weights(model, weights)
+    if path is not None:
+        front_end.load_weights(model, path, config.front_end_settings)
     return model
+
+
+def front_end_layers(model):
+    """Names of the layers of `model` that belong to its front end (those with weights)."""
+    config = config_from_model(model)
+    present = {layer.name for layer in model.layers}
+    return [name for name in config.front_end_spec.layer_names(config.front_end_settings) if name in present]
 
 
 def config_from_model(model):

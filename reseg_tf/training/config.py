@@ -83,7 +83,17 @@ class TrainConfig:
             `mixed_bfloat16` policy), or True / `"auto"`: float16 when a GPU is visible, bfloat16
             on a CPU with AVX512_BF16/AMX (faster bf16 convolutions and ReNet matmuls), float32
             on other CPUs (they emulate bf16, several times slower; float16 is slow on CPUs).
-        vgg_weights: VGG16 front-end weights: `imagenet`, a weights file, or None.
+        front_end_weights: where the front end's weights come from. `"imagenet"` (the default of
+            the presets whose front end starts from ImageNet weights: the paper's `camvid`,
+            `horse`, `flowers`, ... (VGG16), `camvid_mobilenet`, `camvid_resnet50`; Keras
+            downloads them once; offline, training stops before the first epoch with
+            `reseg_tf.models.FrontEndWeightsError`), the path of a local copy of the front end's
+            Keras weights file (for VGG16 `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`,
+            or a `.weights.h5` saved from `keras.applications.VGG16(include_top=False)`), or
+            `"none"`: random initialisation, and then the front end trains with the rest (a
+            random front end kept fixed needs `freeze_front_end=True` as well). None: the
+            preset's default (no weights for the from-scratch and no-front-end presets).
+        vgg_weights: the same as `front_end_weights` (its former name; give one of the two).
         overwrite: replace a finished run (or foreign files of ours) in `output`.
         num_examples: validation images drawn into `predictions/`.
         verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
@@ -94,17 +104,18 @@ class TrainConfig:
             `TPUClusterResolver` find the TPU of the VM (Colab, Cloud TPU VMs).
         time_budget: stop after the epoch that would otherwise end past this many minutes of
             training in this process (None: no limit); the best model so far is kept.
-        cache_features: run the frozen front end (VGG16, or the preprocessing of a no-VGG
-            preset) once over train and val, keep its float16 features in
+        cache_features: run the frozen front end (e.g. ImageNet VGG16, or the preprocessing
+            of a preset without front end) once over train and val, keep its float16 features in
             `OUTPUT/feature_cache/`, and train the rest of the model on them
             (`reseg_tf.training.feature_cache`). Gradients equal full-model training without
             augmentation; with `augment`, only left-right flips are applied, in feature space.
         init_from: a trained ReSeg `.keras` file to start from (fine-tuning): every layer of the
             new model whose name and weight shapes match one of its layers starts with its
             weights; the rest (e.g. the classifier when the class count differs) start fresh
-            (`reseg_tf.training.init_from`). None: VGG weights or random initialisation.
-        freeze_front_end: with `init_from`, keep the loaded front end (the VGG-shaped stem and
-            its batch norm) fixed.
+            (`reseg_tf.training.init_from`). None: `front_end_weights` or random initialisation.
+        freeze_front_end: keep the front end (the VGG-shaped stem and its batch norm) fixed:
+            the one loaded by `init_from`, or, with `front_end_weights="none"`, a random one (refused
+            otherwise, a random fixed front end being rarely what is meant).
         ema: keep an exponential moving average of the trainable weights (Keras' optimizer
             `use_ema=True`): validation, the best-model checkpoint (so `model.keras`) and the
             final evaluation use the averaged weights, while training steps update the raw ones;
@@ -135,6 +146,7 @@ class TrainConfig:
     patience: int = None
     seed: int = 0
     mixed_precision: bool | str = False
+    front_end_weights: str = None
     vgg_weights: str = None
     overwrite: bool = False
     num_examples: int = 4
@@ -198,16 +210,50 @@ class TrainConfig:
             if not os.path.isfile(self.init_from):
                 raise FileNotFoundError(f"--init-from {self.init_from}: no such model file; give a "
                                         "trained ReSeg .keras file (e.g. saved_models/camvid/model.keras).")
-            if self.vgg_weights is not None:
-                raise ValueError("--init-from and --vgg-weights both set the starting weights; give one.")
+        if self.vgg_weights is not None:
+            if self.front_end_weights is not None and self.front_end_weights != self.vgg_weights:
+                raise ValueError("`vgg_weights` is another name of `front_end_weights`: give one.")
+            self.front_end_weights, self.vgg_weights = self.vgg_weights, None
+        if self.init_from is not None and self.front_end_weights is not None:
+            raise ValueError("--init-from and --front-end-weights both set the starting weights; give one.")
+        self._resolve_front_end_weights()
         if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
                 or not 0 < self.ema_momentum < 1:
             raise ValueError(f"`ema_momentum` must be in (0, 1), got {self.ema_momentum!r}.")
         self.ema_momentum = float(self.ema_momentum)
         if momentum_asked and not self.ema:
             raise ValueError("--ema-momentum sets the weight average's decay: it needs --ema.")
-        if self.freeze_front_end and self.init_from is None:
-            raise ValueError("--freeze-front-end keeps a loaded front end fixed: it needs --init-from.")
+        weights = self.front_end_weights
+        if self.freeze_front_end and self.init_from is None and weights != "none":
+            raise ValueError("--freeze-front-end keeps the front end fixed: it needs --init-from (a "
+                             "loaded front end) or --front-end-weights none (a random one, fixed as asked).")
+        if self.cache_features and weights == "none" and not self.freeze_front_end:
+            raise ValueError("--cache-features needs a fixed front end, and with --front-end-weights none "
+                             "the front end trains; add --freeze-front-end to cache the features of a "
+                             "random front end, or start from ImageNet weights (--front-end-weights imagenet).")
+
+    def _resolve_front_end_weights(self):
+        """None becomes the preset's front end's default ("imagenet" for those that start from
+        ImageNet weights); weights it cannot take are refused now, before anything is built."""
+        if self.front_end_weights is not None:
+            self.front_end_weights = os.fspath(self.front_end_weights)
+            if self.front_end_weights.lower() == "none":
+                self.front_end_weights = "none"
+        if self.init_from is not None:
+            return
+        front_end = get_preset(self.preset)[0].front_end_spec
+        weights, flag = self.front_end_weights, front_end.weights_flag
+        if weights is None:
+            self.front_end_weights = front_end.default_weights
+        elif weights == "none":
+            return
+        elif weights not in ("imagenet",) and "file" in front_end.weight_sources and not os.path.isfile(weights):
+            raise FileNotFoundError(f"{flag} {weights}: no such file; give a local copy of the {front_end.name} "
+                                    "front end's Keras weights file, 'imagenet' or 'none'.")
+        elif (weights == "imagenet" and "imagenet" not in front_end.weight_sources) or (
+                weights != "imagenet" and "file" not in front_end.weight_sources):
+            raise ValueError(f"{flag} {weights}: preset {self.preset!r}'s front end ({front_end.name}) takes no "
+                             "pretrained weights (it trains from scratch); leave the flag out.")
 
     def _apply_recipe(self):
         recipe = get_recipe(self.preset)
@@ -229,7 +275,7 @@ class TrainConfig:
     def identity(self):
         """The settings that define the run (compared when an unfinished run is resumed)."""
         settings = dataclasses.asdict(self)
-        for name in RESUMABLE_CHANGES + ("output",):
+        for name in RESUMABLE_CHANGES + ("output", "vgg_weights"):
             settings.pop(name)
         return settings
 

@@ -31,6 +31,9 @@ def model_config_for(config, source):
         num_classes=source.num_classes, class_names=tuple(source.class_names),
         weight_decay=config.weight_decay,
     )
+    if config.front_end_weights == "none":
+        # A random front end learns; kept fixed only when asked for.
+        model_config = model_config.replace(freeze_front_end=bool(config.freeze_front_end))
     image_size = tuple(config.image_size or preset_size)
     crop = config.crop_size
     if crop is not None and (crop[0] > image_size[0] or crop[1] > image_size[1]):

@@ -1,6 +1,7 @@
-"""Training on cached front-end features: run the frozen VGG16 once per dataset, train the rest.
+"""Training on cached front-end features: run the frozen front end once per dataset, train the rest.
 
-With `freeze_vgg=True` the VGG16 front end is a fixed function of the image, so with
+A frozen front end (`freeze_front_end=True`: VGG16 with ImageNet weights, by default) is a
+fixed function of the image, so with
 augmentation off every epoch recomputes the same features; it is also most of a training
 step's time. Here the front end runs once over the dataset, its features are kept (in memory or
 in a `tf.data` snapshot on disk, float16 by default), and a head model that shares the full
@@ -11,14 +12,14 @@ Augmentation: the cache holds the features of the images as the dataset gave the
 from the *evaluation* (un-augmented) pipeline; image-space augmentation (crops, scaling, colour)
 cannot be applied afterwards. `random_flip_features` offers the one augmentation that maps to
 feature space: a left-right flip of features, mask and weights together. It is an
-approximation: VGG features of a flipped image are not exactly the flipped features (the
+approximation: features of a flipped image are not exactly the flipped features (the
 kernels are not mirror-symmetric), and when the width is not a multiple of the front end's
-stride (4) the flipped grid is off by the floored pixels.
+stride the flipped grid is off by the floored pixels.
 
 Typical use:
 
     front_end, head = split_frozen_front_end(model)
-    features = cache_features(front_end, eval_style_train_dataset, "cache/train_vgg")
+    features = cache_features(front_end, eval_style_train_dataset, "cache/train_features")
     head.compile(optimizer=..., loss=...)
     head.fit(random_flip_features(features).shuffle(500).batch(5), epochs=...)
     model.save("model.keras")  # the full model, trained weights included
@@ -30,10 +31,6 @@ import keras
 import tensorflow as tf
 
 from reseg_tf.models import config_from_model
-
-# The last layer of the frozen front end, by model kind.
-VGG_FRONT_END_OUTPUT = "block3_conv3"
-NO_VGG_FRONT_END_OUTPUT = "preprocess"
 
 
 class FeatureHead(keras.Model):
@@ -72,23 +69,23 @@ class FeatureHead(keras.Model):
 
 
 def front_end_output_layer(model):
-    """Name of the last layer of `model`'s front end (the features that get cached)."""
+    """Name of the last layer of `model`'s front end (the features that get cached), as its
+    front end declares it."""
     config = config_from_model(model)
-    if not config.use_vgg:
-        return NO_VGG_FRONT_END_OUTPUT
-    if not config.freeze_vgg:
+    front_end, options = config.front_end_spec, config.front_end_settings
+    if front_end.layer_names(options) and not config.freeze_front_end:
         raise ValueError(
-            f"model {model.name!r} trains its VGG front end (freeze_vgg=False): its features "
-            "change during training and cannot be cached."
+            f"model {model.name!r} trains its {front_end.name} front end (freeze_front_end=False): "
+            "its features change during training and cannot be cached."
         )
-    return VGG_FRONT_END_OUTPUT
+    return front_end.output_layer(options)
 
 
 def split_frozen_front_end(model, image_size=None):
     """Splits a ReSeg model into its frozen front end and a head that trains on its features.
 
     Args:
-        model: a `ReSegModel` with `freeze_vgg=True` (or without VGG).
+        model: a `ReSegModel` with `freeze_front_end=True` (or with the `none` front end).
         image_size: `(height, width)` of the training images; default: the model's input size,
             which must then be static.
 
@@ -104,10 +101,8 @@ def split_frozen_front_end(model, image_size=None):
                 f"model {model.name!r} has input shape {model.input_shape}: pass `image_size` "
                 "(the training images' (height, width))."
             )
-    front_end = keras.Model(
-        model.input, model.get_layer(front_end_output_layer(model)).output,
-        name=f"{model.name}_front_end",
-    )
+    front_end_output_layer(model)  # refuses a front end that trains
+    front_end = keras.Model(model.input, model.front_end_features, name=f"{model.name}_front_end")
     front_end.trainable = False
     head = FeatureHead(model, image_size, name=f"{model.name}_head")
     return front_end, head

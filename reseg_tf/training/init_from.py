@@ -5,12 +5,8 @@ Layers are matched by name (every ReSeg model names its layers the same way: `bl
 layer of that name whose weights have the same shapes; otherwise it keeps its fresh
 initialisation (the classifier, when the class count differs, or any layer whose width differs).
 """
-import re
-
 from reseg_tf.model_io import load_reseg_model
-
-# The front end: the VGG-shaped stem (convolutions and their batch norm).
-FRONT_END_LAYER = re.compile(r"^block\d+_(conv|bn)\d+$")
+from reseg_tf.models import front_end_layers
 
 
 def load_matching_layers(model, source):
@@ -52,12 +48,11 @@ def _shapes(shapes):
 
 
 def freeze_front_end(model):
-    """Makes the front-end layers (`FRONT_END_LAYER`) untrainable; returns their names."""
-    frozen = []
-    for layer in model.layers:
-        if FRONT_END_LAYER.match(layer.name):
-            layer.trainable = False
-            frozen.append(layer.name)
+    """Makes the front-end layers (as `model`'s front end names them) untrainable; returns their
+    names."""
+    frozen = front_end_layers(model)
+    for name in frozen:
+        model.get_layer(name).trainable = False
     return frozen
 
 
@@ -70,5 +65,5 @@ def describe(result, source, frozen=None):
     else:
         lines.append("New layer(s): none")
     if frozen is not None:
-        lines.append(f"Frozen front end: {', '.join(frozen) or 'none (this model has no VGG-shaped stem)'}")
+        lines.append(f"Frozen front end: {', '.join(frozen) or 'none (this model has no front-end layers)'}")
     return lines

@@ -13,7 +13,7 @@ import tensorflow as tf
 from reseg_tf.distribute import is_chief, make_strategy
 from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
-from reseg_tf.models import build_model, describe_recipe
+from reseg_tf.models import build_model, describe_recipe, get_preset
 from reseg_tf.run_files import RunLock, atomic_write_json, read_json
 from reseg_tf.training.callbacks import BestModelCheckpoint, TrainingDivergedError, make_callbacks, read_history
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
@@ -36,6 +36,9 @@ def train(config=None, **settings):
         ValueError / FileNotFoundError: bad settings or data (unknown preset or dataset, missing
             data dir); `RunDirectoryError` (a ValueError) for an output directory holding a
             finished run or other files; `OutputLockedError` if another run uses it.
+        FrontEndWeightsError (a ValueError): the ImageNet weights of the preset's front end
+            cannot be downloaded (raised before anything is written; it names both ways on:
+            `front_end_weights=FILE`, a local copy, or `front_end_weights="none"`).
         TrainingDivergedError: the loss became NaN/inf (model.keras and backup/ are kept).
         KeyboardInterrupt: Ctrl-C / SIGTERM, after printing how to resume.
     """
@@ -53,6 +56,7 @@ def train(config=None, **settings):
     if config.from_recipe:
         recipe = {name: getattr(config, name) for name in config.from_recipe}
         print(f"Preset {config.preset!r}'s recipe: {describe_recipe(recipe)} (flags override it).", flush=True)
+    front_end_weights = _front_end_weights(config)
     source = load_source(config)
     model_config, image_size = model_config_for(config, source)
     paths = artifact_paths(config.output)
@@ -70,7 +74,7 @@ def train(config=None, **settings):
             return _already_finished(config, paths)
         if state != "trained":
             write_run_record(config, "running")
-            _fit(config, strategy, source, model_config, image_size, paths, verbose)
+            _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights)
             # Recorded before the backup goes, so a kill in between never loses the trained run.
             write_run_record(config, "trained")
             if os.path.isdir(paths["backup"]):
@@ -80,7 +84,20 @@ def train(config=None, **settings):
         return _finish(config, source, paths, verbose)
 
 
-def _fit(config, strategy, source, model_config, image_size, paths, verbose):
+def _front_end_weights(config):
+    """The file `build_model` starts the front end from (downloaded for "imagenet"), or None."""
+    front_end = get_preset(config.preset)[0].front_end_spec
+    weights = config.front_end_weights
+    if weights == "none":
+        fixed = "kept fixed (--freeze-front-end)" if config.freeze_front_end else "trained"
+        print(f"Front end {front_end.name}: random weights, {fixed}.", flush=True)
+    path = front_end.fetch_weights(weights, get_preset(config.preset)[0].front_end_settings)
+    if weights == "imagenet":
+        print(f"Front end {front_end.name}: ImageNet weights ({path}).", flush=True)
+    return path
+
+
+def _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights):
     previous_policy = keras.config.dtype_policy()
     policy = mixed_precision_policy(config.mixed_precision)
     if policy:
@@ -91,7 +108,7 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose):
         with strategy.scope():
             # Crops train a model that takes any size; it is saved as a copy built for image_size.
             input_size = (None, None) if config.crop_size else image_size
-            model = build_model(model_config, input_shape=(*input_size, 3), weights=config.vgg_weights,
+            model = build_model(model_config, input_shape=(*input_size, 3), weights=front_end_weights,
                                 name=f"reseg_{config.preset}")
             if config.init_from:
                 # A resumed run then restores its own weights from backup/ over these.
