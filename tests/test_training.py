@@ -18,6 +18,7 @@ from PIL import Image
 
 from reseg_tf import cli, training
 from reseg_tf.evaluation import load_reseg_model
+from reseg_tf.run_files import read_json
 
 SIZE = 32
 VOID = 11
@@ -156,30 +157,90 @@ def test_bad_inputs_give_clear_errors(tmp_path, data_dir, capsys):
     assert (foreign / "history.csv").read_text() == "mine\n"
 
 
-class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
+def _state(model):
+    """Copies of the model's weights and of its optimizer's variables (step count included)."""
+    return [np.array(v) for v in model.weights], [np.array(v) for v in model.optimizer.variables]
+
+
+class _SigtermInSecondEpoch(keras.callbacks.Callback):
+    """Records the state the backup saved after epoch 1, then sends the process SIGTERM during
+    the first batch of epoch 2 (it comes after the backup in the callback list)."""
+
+    def __init__(self):
+        super().__init__()
+        self.saved = self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
     def on_epoch_end(self, epoch, logs=None):
-        raise KeyboardInterrupt
+        self.saved = _state(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 0:
+            # With the default disposition SIGTERM would end the test process: fail instead.
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_resume_after_backup_exists(data_dir, tmp_path, monkeypatch, capsys):
+class _RecordRestoredState(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.restored = _state(self.model)  # after the backup callback restored its files
+
+
+def test_sigterm_stops_and_resume_restores_the_weights_and_optimizer_state(data_dir, tmp_path, monkeypatch, capsys):
     output = tmp_path / "resumed"
     make_callbacks = training.make_callbacks
-    # Ctrl-C right after epoch 1 was backed up (the interrupting callback runs after the backup).
+    stopper, recorder = _SigtermInSecondEpoch(), _RecordRestoredState()
+    handler_before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(training.trainer, "make_callbacks",
-                        lambda *args, **kwargs: make_callbacks(*args, **kwargs) + [_InterruptAfterFirstEpoch()])
+                        lambda *args, **kwargs: make_callbacks(*args, **kwargs) + [stopper])
     assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 130
-    assert "run the same command again to resume" in capsys.readouterr().out
-    assert (output / "backup" / "training_metadata.json").is_file()
+    assert "Training interrupted. 1 completed epoch(s)" in capsys.readouterr().out
+    assert read_json(str(output / "backup" / "training_metadata.json"))["epoch"] == 1
+    assert [row["epoch"] for row in training.read_history(str(output / "history.csv"))] == [1]
     assert not (output / "metrics.json").exists()
     assert not (output / ".reseg.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the run's handler is gone with it
 
-    monkeypatch.setattr(training.trainer, "make_callbacks", make_callbacks)
+    monkeypatch.setattr(training.trainer, "make_callbacks",
+                        lambda *args, **kwargs: make_callbacks(*args, **kwargs) + [recorder])
     assert cli.main(_train_args(data_dir, output, "--epochs", "2")) == 0
     assert "Resuming the unfinished run" in capsys.readouterr().out
+    (saved_weights, saved_optimizer), (weights, optimizer) = stopper.saved, recorder.restored
+    assert len(weights) == len(saved_weights) and len(optimizer) == len(saved_optimizer) > 1
+    for restored, saved in zip(weights + optimizer, saved_weights + saved_optimizer):
+        np.testing.assert_array_equal(restored, saved)
     with open(output / "history.csv") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
     assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 2
     assert not (output / "backup").exists()
+
+
+class _NanLossInSecondEpoch(keras.callbacks.Callback):
+    """Reports a NaN training loss in epoch 2 (it must run before `StopOnNonFiniteLoss`)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1:
+            logs["loss"] = float("nan")
+
+
+def test_a_nan_loss_exits_1_and_keeps_the_last_good_epoch(data_dir, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "diverged"
+    make_callbacks = training.make_callbacks
+    monkeypatch.setattr(training.trainer, "make_callbacks",
+                        lambda *args, **kwargs: [_NanLossInSecondEpoch()] + make_callbacks(*args, **kwargs))
+    assert cli.main(_train_args(data_dir, output, "--epochs", "3")) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became nan at epoch 2, batch 1" in err
+    assert "keeps the best model (epoch 1" in err and "--learning-rate" in err
+    assert [row["epoch"] for row in training.read_history(str(output / "history.csv"))] == [1]
+    assert read_json(str(output / "backup" / "training_metadata.json"))["epoch"] == 1
+    assert (output / "model.keras").is_file() and not (output / "metrics.json").exists()
+    assert json.loads((output / "run.json").read_text())["state"] == "running"
 
 
 def _start_training(args, env):
@@ -187,14 +248,17 @@ def _start_training(args, env):
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _wait_for_backup(process, output, timeout=300):
-    metadata = output / "backup" / "training_metadata.json"
+def _backed_up_epochs(output):
+    return (read_json(str(output / "backup" / "training_metadata.json")) or {}).get("epoch", 0)
+
+
+def _wait_for_backup(process, output, epochs, timeout=300):
+    """Waits (on the run's own files, not the clock) until the run has backed up `epochs` epochs."""
     deadline = time.monotonic() + timeout
-    while not metadata.exists():
+    while _backed_up_epochs(output) < epochs:
         assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "no backup was written"
-        time.sleep(0.1)
-    time.sleep(0.3)  # now inside the next epoch
+        assert time.monotonic() < deadline, f"epoch {epochs} was not backed up"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -203,22 +267,22 @@ def test_sigint_then_sigkill_then_resume_counts_each_epoch_once(data_dir, tmp_pa
     args = _train_args(data_dir, output, "--epochs", "3", "--steps-per-epoch", "20")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
+    # Ctrl-C once epoch 1 is backed up; the run stops at the next batch or epoch boundary, before
+    # epoch 2 ends. (The run catches SIGINT even when it inherited it ignored, as a background
+    # job of a script does.)
     process = _start_training(args, env)
-    _wait_for_backup(process, output)
+    _wait_for_backup(process, output, 1)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out
-    assert "run the same command again to resume" in out
+    assert "Training interrupted. 1 completed epoch(s)" in out and "run the same command again to resume" in out
     assert not (output / ".reseg.lock").exists()
+    assert _backed_up_epochs(output) == 1
+    assert [row["epoch"] for row in training.read_history(str(output / "history.csv"))] == [1]
 
     process = _start_training(args, env)
-    before = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
-    deadline = time.monotonic() + 180
-    while json.loads((output / "backup" / "training_metadata.json").read_text() or "{}").get("epoch") == before:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
-        time.sleep(0.1)
-    time.sleep(0.3)
-    process.kill()  # SIGKILL mid-epoch: the lock stays behind with a dead pid
+    _wait_for_backup(process, output, 2)
+    process.kill()  # SIGKILL inside epoch 3: the lock stays behind with a dead pid
     process.communicate(timeout=60)
     assert (output / ".reseg.lock").exists()
 
