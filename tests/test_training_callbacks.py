@@ -101,6 +101,7 @@ def test_a_signal_stops_at_the_next_hook_and_a_second_one_at_once(number):
     with stop.handling_signals():
         for hook in _hooks(stop):
             hook()  # nothing asked yet
+        assert signal.getsignal(number) == stop._handle  # (else the signal below ends the tests)
         os.kill(os.getpid(), number)
         assert stop.received == number  # caught: no KeyboardInterrupt in whatever code ran
         for hook in _hooks(stop):
