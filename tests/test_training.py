@@ -252,6 +252,29 @@ def test_sigterm_stops_and_resume_restores_the_weights_and_optimizer_state(data_
     assert not (output / "backup").exists()
 
 
+def test_ctrl_c_during_a_checkpoint_save_is_not_lost(data_dir, tmp_path, monkeypatch, capsys):
+    """Keras' `model.save` runs a check inside a bare `except:` (keras/src/saving/saving_lib.py):
+    a KeyboardInterrupt raised there by Python's default handler is swallowed and training goes
+    on. The run's own handler only records the signal, and the run stops after the epoch."""
+    from keras.src.saving import saving_lib
+
+    check = saving_lib.is_memory_sufficient
+    sent = []
+
+    def ctrl_c_while_saving(model):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return check(model)
+
+    monkeypatch.setattr(saving_lib, "is_memory_sufficient", ctrl_c_while_saving)
+    output = tmp_path / "interrupted"
+    assert cli.main(_train_args(data_dir, output, "--epochs", "3")) == 130
+    assert sent and "Training interrupted. 1 completed epoch(s)" in capsys.readouterr().out
+    assert [row["epoch"] for row in training.read_history(str(output / "history.csv"))] == [1]
+    load_reseg_model(output / "model.keras")  # the save that was interrupted completed
+
+
 class _NanLossInSecondEpoch(keras.callbacks.Callback):
     """Reports a NaN training loss in epoch 2 (it must run before `StopOnNonFiniteLoss`)."""
 

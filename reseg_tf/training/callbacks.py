@@ -244,7 +244,8 @@ class StopOnSignal(keras.callbacks.Callback):
             yield self
         finally:
             for number, handler in previous.items():
-                signal.signal(number, handler)
+                if handler is not None:  # None: a handler not set from Python, which cannot be restored
+                    signal.signal(number, handler)
 
     def _handle(self, signum, frame):
         if self.received is not None:
