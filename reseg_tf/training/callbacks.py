@@ -251,6 +251,10 @@ class StopOnSignal(keras.callbacks.Callback):
         if self.received is not None:
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
         self.received = signum
+        # os.write, not print: the signal may arrive while the main thread holds stdout's lock.
+        with contextlib.suppress(OSError):
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping at the end of this batch "
+                        "(send it again to stop at once).\n".encode())
 
     def raise_if_requested(self):
         if self.received is not None:
