@@ -62,6 +62,41 @@ def trained_run(data_dir, tmp_path_factory):
     return output
 
 
+def test_class_balance_gives_the_loss_each_pixels_class_weight(data_dir):
+    def batches(**settings):
+        config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), augment=False, **settings)
+        train_data, _ = training.make_datasets(config, training.load_source(config), (SIZE, SIZE), 2)
+        return config, [[np.asarray(part) for part in batch] for batch in train_data]
+
+    _, plain = batches()
+    assert {len(batch) for batch in plain} == {2}  # (images, masks): every non-void pixel counts the same
+    config, balanced = batches(class_balance=True)
+    weights = training.class_weights(config, training.load_source(config))
+    assert np.ptp(weights[[0, 3]]) > 0.1
+    for _, masks, sample_weight in balanced:
+        expected = np.where(masks == VOID, 0.0, weights[np.minimum(masks, VOID - 1)])
+        np.testing.assert_allclose(sample_weight, expected, rtol=1e-6)
+
+
+def test_weight_decay_adds_l2_of_every_trainable_kernel_to_the_loss(data_dir):
+    from reseg_tf.models import build_model
+
+    config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), weight_decay=0.01)
+    model_config, size = training.model_config_for(config, training.load_source(config))
+    model = build_model(model_config, input_shape=(*size, 3))
+    kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
+    assert len(kernels) >= 4  # ReNet input and recurrent weights, transposed convs, classifier
+    expected = 0.01 * sum(float(np.sum(np.square(np.asarray(w)))) for w in kernels)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-4)
+    # The loss training minimizes: with a pixel loss of 0, what remains is the L2 term.
+    model.compile(optimizer="sgd", loss=lambda y_true, y_pred: keras.ops.sum(y_pred) * 0.0)
+    images = np.zeros((1, *size, 3), np.float32)
+    assert model.evaluate(images, np.zeros((1, *size), np.int32), verbose=0) == pytest.approx(expected, rel=1e-4)
+    no_decay = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), weight_decay=0.0)
+    assert not build_model(training.model_config_for(no_decay, training.load_source(no_decay))[0],
+                           input_shape=(*size, 3)).losses
+
+
 def _scores_by_hand(model_path, root, split):
     """Global acc, per-class acc and IoU (void ignored, 11 classes, 0 without ground truth) and
     the all-one-class baseline of the model on a split, counted with NumPy from its argmax."""
@@ -469,41 +504,6 @@ def test_class_balance_power_softens_the_weights(data_dir):
     np.testing.assert_allclose(weights(class_balance=True, class_balance_power=0.0), np.ones_like(full))
     with pytest.raises(ValueError, match="class_balance_power"):
         training.TrainConfig(class_balance_power=-1)
-
-
-def test_class_balance_gives_the_loss_each_pixels_class_weight(data_dir):
-    def batches(**settings):
-        config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), augment=False, **settings)
-        train_data, _ = training.make_datasets(config, training.load_source(config), (SIZE, SIZE), 2)
-        return config, [[np.asarray(part) for part in batch] for batch in train_data]
-
-    _, plain = batches()
-    assert {len(batch) for batch in plain} == {2}  # (images, masks): every non-void pixel counts the same
-    config, balanced = batches(class_balance=True)
-    weights = training.class_weights(config, training.load_source(config))
-    assert np.ptp(weights[[0, 3]]) > 0.1
-    for _, masks, sample_weight in balanced:
-        expected = np.where(masks == VOID, 0.0, weights[np.minimum(masks, VOID - 1)])
-        np.testing.assert_allclose(sample_weight, expected, rtol=1e-6)
-
-
-def test_weight_decay_adds_l2_of_every_trainable_kernel_to_the_loss(data_dir):
-    from reseg_tf.models import build_model
-
-    config = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), weight_decay=0.01)
-    model_config, size = training.model_config_for(config, training.load_source(config))
-    model = build_model(model_config, input_shape=(*size, 3))
-    kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
-    assert len(kernels) >= 4  # ReNet input and recurrent weights, transposed convs, classifier
-    expected = 0.01 * sum(float(np.sum(np.square(np.asarray(w)))) for w in kernels)
-    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-4)
-    # The loss training minimizes: with a pixel loss of 0, what remains is the L2 term.
-    model.compile(optimizer="sgd", loss=lambda y_true, y_pred: keras.ops.sum(y_pred) * 0.0)
-    images = np.zeros((1, *size, 3), np.float32)
-    assert model.evaluate(images, np.zeros((1, *size), np.int32), verbose=0) == pytest.approx(expected, rel=1e-4)
-    no_decay = training.TrainConfig(data_dir=str(data_dir), image_size=(SIZE, SIZE), weight_decay=0.0)
-    assert not build_model(training.model_config_for(no_decay, training.load_source(no_decay))[0],
-                           input_shape=(*size, 3)).losses
 
 
 def test_evaluate_runs_unchanged_on_a_test_split(trained_run, tmp_path):
