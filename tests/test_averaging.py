@@ -56,6 +56,34 @@ def test_mc_passes_differ_and_their_mean_is_returned():
     assert np.abs(other_seed - got).max() > 1e-4
 
 
+def test_mc_dropout_matches_a_hand_computation_with_the_same_masks():
+    """Each sub-network keeps a unit with probability 1 - rate and scales what it keeps by
+    1 / (1 - rate) (inverted dropout, as in training); its mask is drawn from the stateless
+    generator seeded by (seed, the dropout layer's position) and shared by the batch."""
+    rate, samples, seed = 0.25, 3, 7
+    inputs = keras.Input((4, 5, 2))
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    dropped = keras.layers.Dropout(rate)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(dropped))
+    position = next(i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Dropout))
+    images = _images(2, (4, 5))[..., :2] / 255.0
+    got = sampled_probabilities(model, tf.constant(images, tf.float32), samples, seed=seed).numpy()
+
+    (w1, b1), (w2, b2) = model.get_layer("hidden").get_weights(), model.get_layer("out").get_weights()
+    uniform = tf.random.stateless_uniform((samples, 1, 4, 5, 6), seed=[seed, position]).numpy()
+    keep = uniform >= rate
+    logits = ((images @ w1 + b1)[None] * keep / (1 - rate)) @ w2 + b2  # (samples, 2, 4, 5, 3)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    # Over many units the kept fraction is 1 - rate and kept values are x / (1 - rate).
+    ones = tf.ones((4, 1, 64, 64, 1))
+    wide = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Dropout(rate)])
+    values = sampled_probabilities(wide, ones[0], 4).numpy()
+    np.testing.assert_allclose(np.unique(values), [0.0, 1 / (1 - rate)], rtol=1e-6)
+    assert np.mean(values > 0) == pytest.approx(1 - rate, abs=0.01)
+
+
 def test_mc_with_flip_averages_both_mirrors_of_every_sub_network():
     model = _model(dropout=0.5)
     images = tf.constant(_images(1))
@@ -216,5 +244,24 @@ def test_evaluate_cli_reports_ece_and_averaging(tmp_path, capsys):
     assert "ECE" in printed and "Mean IoU 90%" in printed and "2 MC samples" in printed
     summary = json.loads(json_path.read_text())
     assert summary["tta"] == "flip" and summary["mc_samples"] == 2
-    assert 0 <= summary["ece"] <= 1 and summary["ms_per_image"] > 0
-    assert 0 <= summary["mean_iou_confident_90"] <= 1
+    assert summary["ms_per_image"] > 0
+    # ECE of the averaged probabilities, counted by hand over the non-void pixels (15 bins).
+    from reseg_tf.inference import read_image_file
+
+    predictor = Predictor(load_reseg_model(tmp_path / "m.keras"), tta="flip", mc_samples=2)
+    confidence, correct = [], []
+    for mask_path in sorted((root / "masks").glob("*.png")):
+        image_path = next((root / "images").glob(mask_path.stem + ".*"))
+        probabilities = predictor.probabilities(read_image_file(image_path)[None]).numpy()[0]
+        truth = np.asarray(Image.open(mask_path))
+        valid = truth != 255
+        confidence.append(probabilities.max(-1)[valid])
+        correct.append((probabilities.argmax(-1) == truth)[valid])
+    confidence, correct = np.concatenate(confidence), np.concatenate(correct)
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    expected = sum(np.mean(bins == b) * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+                   for b in np.unique(bins))
+    assert summary["ece"] == pytest.approx(expected, abs=1e-6)
+    assert summary["global_acc"] == pytest.approx(correct.mean(), abs=1e-6)
+    assert summary["global_acc_confident_90"] == pytest.approx(
+        correct[np.argsort(-confidence, kind="stable")[: int(0.9 * len(correct))]].mean(), abs=2e-3)

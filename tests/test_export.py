@@ -72,6 +72,30 @@ def test_model_is_trained(trained):
     assert probabilities.max(-1).mean() > 0.6  # far from uniform (1/3)
 
 
+def test_verification_fails_on_artifacts_whose_probabilities_drift(fixed_size, tmp_path):
+    """A corrupted copy: the model with its classifier's bias moved a little, exported and
+    verified against the unchanged model; both checks must see the drift and its size."""
+    drifted = with_input_size(fixed_size, SIZE)  # a copy
+    classifier = next(layer for layer in reversed(drifted.layers) if layer.weights)
+    kernel, bias = classifier.get_weights()
+    classifier.set_weights([kernel, bias + np.array([0.02, 0.0, -0.02], np.float32)])
+    images = list(block_images(3, seed=11)[0])
+    reference = export.reference_probabilities(fixed_size, images)
+    drift = max(float(np.abs(d - r).max()) for d, r in
+                zip(export.reference_probabilities(drifted, images), reference))
+    assert drift > 10 * export.FP32_MAX_PROB_DIFF
+    result = export.export_model(drifted, tmp_path / "drifted", image_size=SIZE, tflite="fp32", verify=False)
+
+    served = export.verify_saved_model(result.saved_model_dir, fixed_size, images, reference)
+    assert not served["passed"] and "max |prob diff|" in " ".join(served["problems"])
+    assert served["max_prob_diff"] == pytest.approx(drift, abs=1e-5)
+    assert served["prob_diff_by_signature"]["serving_default"] == pytest.approx(drift, abs=1e-5)
+    lite = export.verify_tflite(result.tflite_paths["fp32"], "fp32", images, reference, SIZE)
+    assert not lite["passed"] and lite["max_prob_diff"] == pytest.approx(drift, abs=1e-5)
+    # The unchanged model's own artifacts pass the same checks.
+    assert export.verify_saved_model(result.saved_model_dir, drifted, images)["passed"]
+
+
 def test_layout_report_and_serving_doc(exported):
     output = exported.output_dir
     assert exported.version == 1

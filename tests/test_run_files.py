@@ -26,6 +26,65 @@ def test_atomic_write_keeps_previous_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left behind
 
 
+class _DiskFullAfter:
+    """`open` for `run_files`: a binary write stores `limit` bytes, then fails as a full disk."""
+
+    def __init__(self, limit):
+        self.limit = limit
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        if "w" not in mode:
+            return handle
+        limit = self.limit
+
+        class Handle:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc_info):
+                handle.close()
+
+            def write(self, data):
+                handle.write(bytes(data)[:limit])
+                handle.flush()
+                raise OSError(28, "No space left on device")
+
+        return Handle()
+
+
+def test_an_interrupted_write_leaves_the_previous_file_and_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "history.csv"
+    run_files.atomic_write_text(path, "epoch,loss\n1,0.5\n")
+    monkeypatch.setattr(run_files, "open", _DiskFullAfter(limit=12), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        run_files.atomic_write_text(path, "epoch,loss\n1,0.5\n2,0.4\n")
+    assert path.read_text() == "epoch,loss\n1,0.5\n"
+    assert os.listdir(tmp_path) == ["history.csv"]  # the partial temporary file is gone too
+
+
+class _SaveFailsMidway:
+    """A model whose `save` writes the first bytes of its file, then fails (a full disk)."""
+
+    def save(self, path):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failed_model_save_leaves_the_previous_model_file(tmp_path):
+    path = tmp_path / "model.keras"
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    save_model_atomically(model, path)
+    before = path.read_bytes()
+    with pytest.raises(OSError, match="No space left"):
+        save_model_atomically(_SaveFailsMidway(), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.keras"]
+    keras.models.load_model(path)
+
+
 def test_atomic_model_save_killed_midway_keeps_loadable_model(tmp_path):
     path = tmp_path / "model.keras"
     inputs = keras.Input((4,))

@@ -52,6 +52,54 @@ def test_predict_writes_an_overlay_video_with_every_frame(tmp_path, capsys):
     assert "9 frames" in printed and "frames/s" in printed and "1 video(s)" in printed
 
 
+def test_a_video_frame_segments_exactly_like_the_frame_saved_as_a_png(tmp_path, monkeypatch):
+    from reseg_tf.inference import Predictor
+
+    model = _model(tmp_path)
+    clip = tmp_path / "colours.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 12, (SIZE[1], SIZE[0]))
+    rgb = np.zeros((*SIZE, 3), np.uint8)
+    rgb[:, : SIZE[1] // 2] = (230, 30, 20)  # red | blue: a channel swap changes every pixel
+    rgb[:, SIZE[1] // 2:] = (20, 40, 220)
+    writer.write(np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV writes BGR
+    writer.release()
+    capture = cv2.VideoCapture(str(clip))
+    ok, frame = capture.read()  # the decoded frame, as OpenCV gives it (BGR)
+    capture.release()
+    assert ok and cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    assert cli.main(["predict", str(tmp_path / "frame.png"), "--model", str(model), "--overlay",
+                     "--output", str(tmp_path / "png_out")]) == 0
+    png_classes = np.asarray(Image.open(tmp_path / "png_out" / "frame.png"))
+
+    seen = []
+    classes = Predictor.classes
+
+    def recording(self, images):
+        result = classes(self, images)
+        seen.append((np.asarray(images)[0], np.asarray(result)[0]))
+        return result
+
+    monkeypatch.setattr(Predictor, "classes", recording)
+    assert cli.main(["predict", str(clip), "--model", str(model), "--output", str(tmp_path / "video_out")]) == 0
+    (frame_input, frame_classes), = seen
+    np.testing.assert_array_equal(frame_input, np.asarray(Image.open(tmp_path / "frame.png").convert("RGB")))
+    assert np.abs(frame_input.astype(int) - rgb).max() < 40  # RGB order, up to the JPEG coding
+    np.testing.assert_array_equal(frame_classes, png_classes)
+    # The overlay video shows that frame's overlay, in its colours (MPEG-4 coding aside).
+    capture = cv2.VideoCapture(str(tmp_path / "video_out" / "colours_overlay.mp4"))
+    ok, written = capture.read()
+    capture.release()
+    overlay = np.asarray(Image.open(tmp_path / "png_out" / "frame_overlay.png")).astype(int)
+    assert ok
+
+    def half_colours(image):  # the mean colour of the left and the right half
+        return np.array([image[:, : SIZE[1] // 2].mean((0, 1)), image[:, SIZE[1] // 2:].mean((0, 1))])
+
+    expected = half_colours(overlay)
+    assert np.abs(half_colours(written[..., ::-1]) - expected).max() < 12
+    assert np.abs(half_colours(written) - expected).max() > 40  # what a channel swap would show
+
+
 def test_every_n_frames_and_a_folder_of_videos_and_images(tmp_path):
     model = _model(tmp_path)
     folder = tmp_path / "inputs"

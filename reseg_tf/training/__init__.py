@@ -18,9 +18,10 @@ Loss and weight decay: `VoidAwareCrossEntropy` is the mean cross-entropy over no
 `regularize_network_params(l2)` would (see `reseg_tf.losses`).
 
 Reliability: the output directory holds a lock file with the owner's pid (a dead owner's lock
-is taken over); Ctrl-C or SIGTERM stop cleanly with a message saying how to resume; a NaN/inf
-loss stops training (`TrainingDivergedError`) before anything of that epoch is saved, so
-`model.keras` and `backup/` keep the last good state.
+is taken over); Ctrl-C or SIGTERM stop cleanly at the next batch or epoch boundary (a second
+one at once) with a message saying how to resume; a NaN/inf loss stops training
+(`TrainingDivergedError`) before anything of that epoch is saved, so `model.keras` and
+`backup/` keep the last good state.
 
 Modules: `config` (`TrainConfig`, option names), `data` (data source and datasets: the only
 place training uses `pipelines`), `callbacks`, `run_dir` (artifacts, `run.json`, resuming),
@@ -28,7 +29,7 @@ place training uses `pipelines`), `callbacks`, `run_dir` (artifacts, `run.json`,
 """
 from reseg_tf.training.callbacks import (
     AtomicBackupAndRestore, BestModelCheckpoint, EpochHistoryCSV, ResumableEarlyStopping, StopOnNonFiniteLoss,
-    TimeBudget, TrainingDivergedError, make_callbacks, read_history,
+    StopOnSignal, TimeBudget, TrainingDivergedError, make_callbacks, read_history,
 )
 from reseg_tf.training.config import (
     AUGMENT_MODES, DEFAULT_EPOCHS, FLIP_ONLY, LR_SCHEDULES, MIXED_PRECISION, MIXED_PRECISION_MODES, MONITOR,
@@ -43,7 +44,7 @@ __all__ = [
     "AUGMENT_MODES", "AtomicBackupAndRestore", "BestModelCheckpoint", "DEFAULT_EPOCHS", "EpochHistoryCSV",
     "FLIP_ONLY", "LR_SCHEDULES", "MIXED_PRECISION", "MIXED_PRECISION_MODES", "MONITOR", "OPTIMIZERS",
     "PAPER_WEIGHT_DECAY", "RECIPE_DEFAULTS", "RESUMABLE_CHANGES", "ResumableEarlyStopping", "RunDirectoryError",
-    "StopOnNonFiniteLoss", "TimeBudget", "TrainConfig", "TrainingDivergedError", "class_weights",
+    "StopOnNonFiniteLoss", "StopOnSignal", "TimeBudget", "TrainConfig", "TrainingDivergedError", "class_weights",
     "cosine_learning_rate", "load_source", "make_callbacks", "make_datasets", "mixed_precision_policy",
     "model_config_for", "prepare_output", "read_history", "train",
 ]

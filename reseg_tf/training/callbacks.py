@@ -8,6 +8,8 @@ import csv
 import io
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -206,6 +208,72 @@ class TimeBudget(keras.callbacks.Callback):
             print(f"Time budget of {self.seconds / 60:.0f} min reached after epoch {epoch + 1} "
                   f"({(now - self.started) / 60:.1f} min); stopping.", flush=True)
             self.model.stop_training = True
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) and SIGTERM stop training at the next batch or epoch boundary.
+
+    Inside `handling_signals()` the first signal only sets a flag; every hook of this callback
+    (train and validation batches, epochs) raises `KeyboardInterrupt` once the flag is set, and
+    `raise_if_requested()` does the same outside `fit`. A `KeyboardInterrupt` raised by Python's
+    default handler can be lost: it surfaces wherever the interpreter happens to be, and Keras
+    and TensorFlow code has bare `except:` clauses (saving, compile-time structure checks) and
+    `__del__` methods, where an exception is swallowed. Here it is raised only from this
+    callback's own code. The handlers are installed whatever the inherited disposition (a
+    background job started by a shell script inherits SIGINT ignored), so `kill -INT` stops it
+    too. A second signal raises `KeyboardInterrupt` at once, for a user who will not wait for
+    the batch to end. It must be the last callback: a stop at the end of an epoch comes after
+    that epoch's backup.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+
+    @contextlib.contextmanager
+    def handling_signals(self):
+        """Installs the handlers for the duration of the block (in the main thread only)."""
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                if handler is not None:  # None: a handler not set from Python, which cannot be restored
+                    signal.signal(number, handler)
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
+        self.received = signum
+        # os.write, not print: the signal may arrive while the main thread holds stdout's lock.
+        with contextlib.suppress(OSError):
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping at the end of this batch "
+                        "(send it again to stop at once).\n".encode())
+
+    def raise_if_requested(self):
+        if self.received is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(self.received).name} received")
+
+    def on_train_begin(self, logs=None):
+        self.raise_if_requested()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.raise_if_requested()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.raise_if_requested()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.raise_if_requested()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.raise_if_requested()
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):

@@ -3,9 +3,7 @@ best model at the end."""
 import dataclasses
 import os
 import shutil
-import signal
 import sys
-import threading
 
 import keras
 import tensorflow as tf
@@ -15,7 +13,9 @@ from reseg_tf.losses import VoidAwareCrossEntropy
 from reseg_tf.metrics import segmentation_metrics
 from reseg_tf.models import build_model, describe_recipe, get_preset
 from reseg_tf.run_files import RunLock, atomic_write_json, read_json
-from reseg_tf.training.callbacks import BestModelCheckpoint, TrainingDivergedError, make_callbacks, read_history
+from reseg_tf.training.callbacks import (
+    BestModelCheckpoint, StopOnSignal, TrainingDivergedError, make_callbacks, read_history,
+)
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
 from reseg_tf.training.data import load_source, make_datasets, make_feature_datasets, model_config_for
 from reseg_tf.training.run_dir import RunDirectoryError, artifact_paths, prepare_output, write_run_record
@@ -40,7 +40,7 @@ def train(config=None, **settings):
             cannot be downloaded (raised before anything is written; it names both ways on:
             `front_end_weights=FILE`, a local copy, or `front_end_weights="none"`).
         TrainingDivergedError: the loss became NaN/inf (model.keras and backup/ are kept).
-        KeyboardInterrupt: Ctrl-C / SIGTERM, after printing how to resume.
+        KeyboardInterrupt: Ctrl-C / SIGTERM (see `StopOnSignal`), after printing how to resume.
     """
     if config is None:
         config = TrainConfig(**settings)
@@ -74,7 +74,10 @@ def train(config=None, **settings):
             return _already_finished(config, paths)
         if state != "trained":
             write_run_record(config, "running")
-            _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights)
+            # Ctrl-C and SIGTERM from here on only ask `stop` to raise at the next batch or epoch end.
+            stop = StopOnSignal()
+            with stop.handling_signals():
+                _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights, stop)
             # Recorded before the backup goes, so a kill in between never loses the trained run.
             write_run_record(config, "trained")
             if os.path.isdir(paths["backup"]):
@@ -97,7 +100,7 @@ def _front_end_weights(config):
     return path
 
 
-def _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights):
+def _fit(config, strategy, source, model_config, image_size, paths, verbose, front_end_weights, stop):
     previous_policy = keras.config.dtype_policy()
     policy = mixed_precision_policy(config.mixed_precision)
     if policy:
@@ -140,10 +143,12 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose, fro
               f"{image_size[0]}x{image_size[1]}{crops} for up to {config.epochs} epochs -> {config.output}",
               flush=True)
         try:
-            with _StopSignals():
-                return fitted.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                                  steps_per_epoch=config.steps_per_epoch, callbacks=callbacks,
-                                  shuffle=False, verbose=verbose)  # pipelines shuffle
+            stop.raise_if_requested()  # a signal while the model and the data were prepared
+            history = fitted.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                                 steps_per_epoch=config.steps_per_epoch, callbacks=callbacks + [stop],
+                                 shuffle=False, verbose=verbose)  # pipelines shuffle
+            stop.raise_if_requested()  # a signal after fit's last hook
+            return history
         except tf.errors.OpError as error:
             # Bad data that passed the up-front checks (e.g. a corrupt middle of a PNG, labels out
             # of range) fails inside tf.data; the message names the file.
@@ -214,21 +219,3 @@ def _optimizer(name, learning_rate, ema_momentum=None):
     if ema_momentum is not None:
         arguments.update(use_ema=True, ema_momentum=ema_momentum)
     return getattr(keras.optimizers, class_name)(**arguments)
-
-
-class _StopSignals:
-    """Turns SIGTERM into KeyboardInterrupt while training, so both stop the same clean way."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def __exit__(self, *exc_info):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
