@@ -108,7 +108,11 @@ def test_layout_report_and_serving_doc(exported):
     report = json.loads((output / "export_report.json").read_text())
     assert report == json.loads(json.dumps(exported.report))
     rows = {row["artifact"]: row for row in report["rows"]}
-    assert set(rows) == {"saved_model", *(f"tflite_{v}" for v in export.TFLITE_VARIANTS)}
+    from reseg_tf.export.mediapipe_segmenter import mediapipe_installed
+
+    # With the mediapipe extra (CI installs it), each TFLite variant also runs in MediaPipe.
+    mediapipe_rows = {f"mediapipe_{v}" for v in export.TFLITE_VARIANTS} if mediapipe_installed() else set()
+    assert set(rows) == {"saved_model", *(f"tflite_{v}" for v in export.TFLITE_VARIANTS), *mediapipe_rows}
     assert all(row["passed"] and row["size_bytes"] > 0 and row["latency_ms"] > 0 for row in rows.values())
     assert rows["saved_model"]["max_prob_diff"] < 1e-4
     assert set(rows["saved_model"]["prob_diff_by_signature"]) == {

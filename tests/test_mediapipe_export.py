@@ -90,7 +90,7 @@ def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_pat
     from reseg_tf.inference import Predictor
 
     keras.utils.set_random_seed(1)
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, use_vgg=False,
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, front_end="none",
                                   renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     model = reseg_tf.build_model(config, input_shape=(32, 32, 3), name="tiny")
     images, masks = _block_images(32)

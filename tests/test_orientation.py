@@ -58,7 +58,7 @@ def test_a_portrait_phone_jpeg_is_read_upright(tmp_path):
 
 
 def _tiny_model():
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), front_end="none",
                                   renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     return reseg_tf.build_model(config, input_shape=(None, None, 3))
 

@@ -15,7 +15,7 @@ from reseg_tf.tiling import count_windows, tiled_size, training_scale, window_st
 
 
 def _tiny_model(size=(16, 16)):
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), front_end="none",
                                   renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     return reseg_tf.build_model(config, input_shape=(*size, 3))
 
@@ -116,7 +116,7 @@ _BIG_IMAGE_RUN = textwrap.dedent("""
     import reseg_tf
 
     folder = sys.argv[1]
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), use_vgg=False,
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=("a", "b", "c"), front_end="none",
                                   renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
     model = reseg_tf.build_model(config, input_shape=(64, 64, 3))
     reseg_tf.predict(model, folder + "/small.jpg", folder + "/out", verbose=0, tile=True, scale=0.5)  # traces

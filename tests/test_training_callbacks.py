@@ -143,8 +143,10 @@ def test_overwrite_removes_the_previous_runs_files_only(tmp_path, capsys):
     (output / "notes.txt").write_text("mine")
     config = training.TrainConfig(output=str(output), epochs=1)
     atomic_write_json(str(output / "run.json"), {"state": "finished", "settings": config.identity()})
-    with pytest.raises(training.RunDirectoryError, match="finished run.*--overwrite"):
-        training.prepare_output(config)
+    # The same settings again: the finished run is reported, nothing is touched.
+    assert training.prepare_output(config) == "finished"
+    with pytest.raises(training.RunDirectoryError, match="finished run with other settings.*--overwrite"):
+        training.prepare_output(training.TrainConfig(output=str(output), epochs=1, seed=1))
     assert (output / "metrics.json").read_text() == "old"
 
     assert training.prepare_output(training.TrainConfig(output=str(output), epochs=1, overwrite=True)) == "fresh"

@@ -6,9 +6,12 @@ labels, activation: `reseg_tf.export.mediapipe_metadata`), run on the verificati
 their own size, and its category mask compared pixel by pixel with `reseg predict`'s classes.
 
 MediaPipe resizes an image to the model's input size with its own (not antialiased) resize and
-resizes the model's output back itself, so near class boundaries a few pixels differ from
-`reseg predict`, which resizes as training does: its agreement is held to
-`MEDIAPIPE_MIN_AGREEMENT`, not to the interpreter's bounds.
+resizes the model's output back itself, so near class boundaries some pixels differ from
+`reseg predict`, which resizes as training does (on small or oddly sized images, and with a
+model whose classes are close, up to several percent). So the agreement is reported, and held
+only to `MEDIAPIPE_MIN_AGREEMENT`: low enough for resize differences, high enough to catch a
+file MediaPipe reads wrongly (an input normalization that does not match the model's gives
+agreements near chance). Loading, labels and mask sizes are checked exactly.
 """
 import importlib.util
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-MEDIAPIPE_MIN_AGREEMENT = 0.95
+MEDIAPIPE_MIN_AGREEMENT = 0.8
 
 
 def mediapipe_installed():
