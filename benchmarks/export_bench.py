@@ -35,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
+from reseg_tf.export.signatures import DEFAULT_SIGNATURE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CAMVID = ROOT.parent / "shared" / "datasets" / "camvid"
@@ -62,7 +63,7 @@ def front_end_latency_ms(model, image_size, images, calibration, scratch, repeat
     front_end = keras.Model(twin.input, twin.front_end_features, name="front_end")
     signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
     source = scratch / "front_end_saved_model"
-    write_archive(front_end, source, {"serving_default": (lambda images: {"features": front_end(images)}, signature)})
+    write_archive(front_end, source, {DEFAULT_SIGNATURE.name: (lambda images: {"features": front_end(images)}, signature)})
     latency = {}
     for variant in ("fp32", "int8"):
         path = scratch / f"front_end_{variant}.tflite"
@@ -117,9 +118,10 @@ def main():
         reference = np.concatenate(reference)
         results["latency_ms"]["keras_predict"] = seconds * 1000
 
-        serving = tf.saved_model.load(str(result.saved_model_dir)).signatures["serving_default"]
+        serving = tf.saved_model.load(str(result.saved_model_dir)).signatures[DEFAULT_SIGNATURE.name]
         outputs, seconds = per_image_seconds(
-            lambda image: serving(images=tf.constant(image[np.newaxis], tf.float32))["probabilities"].numpy(),
+            lambda image: serving(**{DEFAULT_SIGNATURE.input_name: tf.constant(image[np.newaxis], tf.float32)})[
+                "probabilities"].numpy(),
             images, args.repeats)
         results["latency_ms"]["saved_model"] = seconds * 1000
         results["agreement"]["saved_model"] = float(np.mean(np.concatenate(outputs).argmax(-1) == reference.argmax(-1)))

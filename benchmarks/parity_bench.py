@@ -38,6 +38,7 @@ import pipelines  # noqa: E402
 import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
 from reseg_tf.inference import model_input_size, read_image_file  # noqa: E402
+from reseg_tf.export.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "saved_models" / "camvid" / "model.keras"
 
@@ -68,10 +69,12 @@ def agreement_with_predict(model, files, work_dir, variants=export.TFLITE_VARIAN
     images = [read_image_file(path) for path in files]
     classes = {
         "savedmodel_bytes": [
-            signatures["serving_bytes"](image_bytes=tf.constant([Path(path).read_bytes()]))["classes"][0].numpy()
+            signatures[BYTES_SIGNATURE.name](**{BYTES_SIGNATURE.input_name: tf.constant([Path(path).read_bytes()])})[
+                "classes"][0].numpy()
             for path in files],
         "savedmodel_default": [
-            signatures["serving_default"](images=tf.constant(image[np.newaxis], tf.float32))["classes"][0].numpy()
+            signatures[DEFAULT_SIGNATURE.name](**{DEFAULT_SIGNATURE.input_name: tf.constant(image[np.newaxis], tf.float32)})[
+                "classes"][0].numpy()
             for image in images],
     }
     for variant, path in exported.tflite_paths.items():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from reseg_tf.distribute import STRATEGIES
-from reseg_tf.export import TFLITE_VARIANTS
+from reseg_tf.export import SIGNATURES, TFLITE_VARIANTS
 from reseg_tf.training import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS
 
 
@@ -70,8 +70,8 @@ def _add_presets(subparsers):
 def _add_export(subparsers):
     parser = subparsers.add_parser(
         "export", help="Export a trained model for TF Serving (SavedModel) and TFLite, verified.",
-        description="Write DIR/saved_model/<version>/ (TF Serving layout, signatures serving_default, "
-        "serving_uint8, serving_bytes), DIR/tflite/<version>/*.tflite, DIR/serving.md and "
+        description="Write DIR/saved_model/<version>/ (TF Serving layout, signatures "
+        f"{', '.join(SIGNATURES)}), DIR/tflite/<version>/*.tflite, DIR/serving.md and "
         "DIR/export_report.json; then reload every artifact and check that it answers like "
         "`reseg predict` (the SavedModel takes images of any size and answers at their size).",
     )

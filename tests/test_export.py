@@ -463,3 +463,69 @@ def test_cli_export(trained, tmp_path, capsys):
     parser = cli.build_parser()
     export_parser = next(action for action in parser._subparsers._group_actions).choices["export"]
     assert all(action.help for action in export_parser._actions)
+
+
+class _TextFormat(export.ExportFormat):
+    """A stand-in for a new format: one text file of the model's class names, whose check passes
+    or fails as asked."""
+
+    folder = "text"
+    label = "text"
+
+    def __init__(self, passes):
+        self.passes = passes
+        self.verified_with = None
+
+    def write(self, context, folder):
+        folder.mkdir()
+        path = folder / f"{context.model.name}.txt"
+        path.write_text(",".join(context.config.class_names))
+        return {"text": path}
+
+    def verify(self, context, artifacts):
+        self.verified_with = len(context.verification)
+        problems = [] if self.passes else ["answers differ"]
+        return [{"artifact": "text", "path": str(artifacts["text"]), "size_bytes": 1, "latency_ms": 1.0,
+                 "passed": self.passes, "problems": problems}]
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_a_new_format_is_written_verified_and_published_through_the_one_loop(trained, tmp_path, monkeypatch, passes):
+    """A format added to `requested_formats` needs no other change: it is verified on the same
+    images, published as DIR/<folder>/<version>/ beside the others, and its failed check stops
+    every format from being published."""
+    from reseg_tf.export import orchestrate
+
+    _, model_path, representative = trained
+    added = _TextFormat(passes)
+    monkeypatch.setattr(orchestrate, "requested_formats",
+                        lambda variants, onnx: export.requested_formats(variants, onnx) + [added])
+    output = tmp_path / "out"
+    if passes:
+        result = export.export_model(model_path, output, image_size=SIZE, tflite="fp32",
+                                     representative_data=representative, num_verification_images=3)
+        assert (output / "text" / "1" / "tiny.txt").read_text() == ",".join(result.report["class_names"])
+        assert added.verified_with == 3
+        rows = {row["artifact"]: row for row in result.report["rows"]}
+        assert rows["text"]["path"] == str(output / "text" / "1" / "tiny.txt")
+        assert {"saved_model", "tflite_fp32", "text"} <= set(rows)
+        assert result.tflite_paths["fp32"] == output / "tflite" / "1" / "tiny_fp32.tflite"
+    else:
+        with pytest.raises(export.ExportVerificationError, match="text \\(answers differ\\)"):
+            export.export_model(model_path, output, image_size=SIZE, tflite="fp32",
+                                representative_data=representative, num_verification_images=3)
+        published = [path for folder in ("saved_model", "tflite", "text") for path in (output / folder).glob("[0-9]*")]
+        assert published == []
+        assert not [p for p in (output / "saved_model").iterdir()]  # no scratch left behind
+
+
+def test_serving_doc_and_saved_model_follow_the_one_signature_table(exported):
+    """Every signature of `SERVING_SIGNATURES` is in the SavedModel with its input name and dtype,
+    and in serving.md's table."""
+    loaded = tf.saved_model.load(str(exported.saved_model_dir))
+    serving = (exported.output_dir / "serving.md").read_text()
+    for signature in export.SERVING_SIGNATURES:
+        _, inputs = loaded.signatures[signature.name].structured_input_signature
+        assert list(inputs) == [signature.input_name]
+        assert inputs[signature.input_name].dtype.name == signature.dtype
+        assert f"| `{signature.name}` | `{signature.input_name}` {signature.dtype}" in serving

@@ -1,10 +1,11 @@
-"""Export a trained ReSeg model for TF Serving (SavedModel) and TFLite, and verify the result.
+"""Export a trained ReSeg model for TF Serving (SavedModel), TFLite and ONNX, and verify the result.
 
 Layout written by `export_model` (default `output_dir`: `saved_models/<model name>/`):
 
 ```
 DIR/saved_model/<version>/        TF Serving model base path is DIR/saved_model
 DIR/tflite/<version>/<name>_<variant>.tflite
+DIR/onnx/<version>/<name>.onnx    with `onnx=True`
 DIR/serving.md                    docker command + REST examples for the latest export
 DIR/export_report.json            sizes, latencies and agreement of the latest export
 ```
@@ -13,14 +14,12 @@ Every artifact goes through the image-to-model contract of `reseg_tf.inference`,
 like `reseg predict`: images are resized to the model's working size exactly as training
 resizes them and the probabilities are resized back to the images' own size.
 
-SavedModel signatures (`saved_model.py`; see `serving.md` for REST examples), all taking
-images of any size:
+Formats (`formats.py`): each writes its artifacts, verifies them and is published as
+`DIR/<folder>/<version>/` through one interface that `export_model` loops over.
 
-- `serving_default`: `images` float32 `(B, H, W, 3)`, raw 0..255 RGB.
-- `serving_uint8`: `images` uint8 `(B, H, W, 3)`; the same model, for clients that send bytes-
-  sized pixels (TF Serving casts JSON numbers to the signature's dtype).
-- `serving_bytes`: `image_bytes` string `(B,)` of encoded JPEG/PNG/BMP/GIF files; all images of
-  one request must share a size (an error says so otherwise).
+SavedModel signatures (`saved_model.py`; defined once in `signatures.py`, with REST examples
+in `serving.md`), all taking images of any size: float32 pixels (the default signature), uint8
+pixels, and encoded image files (all images of one request must share a size).
 
 Every signature returns `probabilities` float32 `(B, H, W, num_classes)` and `classes` int32
 `(B, H, W)` at the size of the images sent. The model inside runs at its fixed input size, or
@@ -32,12 +31,15 @@ Verification (`verify.py`) compares every artifact with `reseg_tf.inference.Pred
 images at their own size.
 """
 from reseg_tf.export.errors import ExportVerificationError, TFLiteConversionError
+from reseg_tf.export.formats import (ExportContext, ExportFormat, OnnxFormat, SavedModelFormat, TFLiteFormat,
+                                     requested_formats)
 from reseg_tf.export.images import (IMAGE_SUBDIRS, find_images, load_images, read_images,
                                     representative_files, sample_data_dir, spread_files,
                                     synthetic_images)
 from reseg_tf.export.orchestrate import (DEFAULT_EXPORT_ROOT, ExportResult, default_output_dir,
                                          export_model, resolve_image_size)
-from reseg_tf.export.saved_model import (OUTPUT_KEYS, SIGNATURES, check_version, export_saved_model,
+from reseg_tf.export.signatures import OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES, ServingSignature
+from reseg_tf.export.saved_model import (check_version, export_saved_model,
                                          export_twin, next_version, publish, saved_model_op_types,
                                          serving_functions, write_archive, write_serving_saved_model,
                                          write_static_saved_model)
@@ -51,7 +53,8 @@ from reseg_tf.export.verify import (FP32_MAX_PROB_DIFF, MIN_AGREEMENT, format_re
 from reseg_tf.model_io import load_reseg_model
 
 __all__ = [
-    "DEFAULT_EXPORT_ROOT", "ExportResult", "ExportVerificationError", "FP32_MAX_PROB_DIFF",
+    "DEFAULT_EXPORT_ROOT", "ExportContext", "ExportFormat", "ExportResult", "OnnxFormat", "SavedModelFormat",
+    "SERVING_SIGNATURES", "ServingSignature", "TFLiteFormat", "requested_formats", "ExportVerificationError", "FP32_MAX_PROB_DIFF",
     "IMAGE_SUBDIRS", "MIN_AGREEMENT", "OUTPUT_KEYS", "SIGNATURES", "TFLITE_VARIANTS",
     "TFLiteConversionError", "check_version", "convert_tflite", "convert_variants",
     "default_output_dir", "export_model", "export_saved_model", "export_twin", "find_images",

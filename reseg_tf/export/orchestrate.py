@@ -1,4 +1,5 @@
-"""`export_model`: write the SavedModel and the TFLite files, verify them, then publish them."""
+"""`export_model`: write every requested format, verify every artifact, then publish them all
+(the formats themselves are in `formats.py`)."""
 import dataclasses
 import shutil
 import tempfile
@@ -7,11 +8,12 @@ from pathlib import Path
 from reseg_tf.export.errors import ExportVerificationError
 from reseg_tf.export.images import (load_images, read_images, representative_files, spread_files,
                                     synthetic_images)
-from reseg_tf.export.saved_model import check_version, publish, write_serving_saved_model
+from reseg_tf.export.formats import (ExportContext, OnnxFormat, SavedModelFormat, TFLiteFormat,
+                                     requested_formats)
+from reseg_tf.export.saved_model import check_version, publish
 from reseg_tf.export.serving_doc import write_serving_doc
-from reseg_tf.export.tflite import TFLITE_VARIANTS, convert_variants, parse_variants
-from reseg_tf.export.verify import (format_report_table, reference_probabilities, verify_onnx, verify_saved_model,
-                                    verify_tflite)
+from reseg_tf.export.tflite import TFLITE_VARIANTS, parse_variants
+from reseg_tf.export.verify import format_report_table
 from reseg_tf.inference import model_input_size
 from reseg_tf.model_io import load_reseg_model
 from reseg_tf.run_files import atomic_write_json
@@ -135,11 +137,10 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             "models give one deterministic answer per image, and N sub-networks cost N times the "
             "work on a phone); export with --tta flip and average sub-networks with "
             "`reseg predict --mc-samples N`.")
-    if onnx:
-        from reseg_tf.export.onnx import require_onnx
-
-        require_onnx()
     variants = parse_variants(tflite)
+    formats = requested_formats(variants, onnx)
+    for export_format in formats:
+        export_format.check()
     size = resolve_image_size(model, image_size)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model)
     if output_dir.exists() and not output_dir.is_dir():
@@ -151,52 +152,33 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
         verification = (read_images(spread_files(files[::-1], num_verification_images)) if files
                         else list(synthetic_images(num_verification_images, size)))
 
-    saved_model_root = output_dir / "saved_model"
-    tflite_root = output_dir / "tflite"
+    context = ExportContext(model, config, size, tta, calibration, verification if verify else None)
+    saved_model_root = output_dir / SavedModelFormat.folder
     saved_model_root.mkdir(parents=True, exist_ok=True)
     version = check_version(saved_model_root, version)
-    onnx_root = output_dir / "onnx"
-    for root, kind in ((tflite_root, "TFLite"), (onnx_root, "ONNX")):
-        if (root / str(version)).exists():
-            raise FileExistsError(f"{kind} folder {str(root / str(version))!r} already exists; "
-                                  "refusing to overwrite it.")
+    for export_format in formats[1:]:
+        if (output_dir / export_format.folder / str(version)).exists():
+            raise FileExistsError(f"{export_format.label} folder {str(output_dir / export_format.folder / str(version))!r} "
+                                  "already exists; refusing to overwrite it.")
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=saved_model_root))
+    written = {}  # format -> {artifact: path in scratch}
     try:
-        served = scratch / "saved_model"
-        print(f"writing SavedModel version {version} ...")
-        write_serving_saved_model(model, served, tta)
-        tflite_dir = scratch / "tflite"
-        tflite_dir.mkdir()
-        tflite_paths = convert_variants(model, variants, size, calibration, scratch, tflite_dir, tta)
-        onnx_dir = scratch / "onnx"
-        onnx_path = None
-        if onnx:
-            from reseg_tf.export.onnx import write_onnx
-
-            print("writing ONNX ...")
-            onnx_path = write_onnx(model, onnx_dir / f"{model.name}.onnx", tta)
+        for export_format in formats:
+            print(f"writing {export_format.label} (version {version}) ...")
+            written[export_format] = export_format.write(context, scratch / export_format.folder)
 
         report = None
         if verify:
             sizes = sorted({f"{image.shape[0]}x{image.shape[1]}" for image in verification})
             print(f"verifying on {len(verification)} {'real' if files else 'synthetic'} images "
                   f"({', '.join(sizes)}) against reseg predict ...")
-            reference = served_reference = reference_probabilities(model, verification, tta=tta)
-            rows = [verify_saved_model(served, model, verification, reference)]
-            if tflite_paths and model_input_size(model) != size:  # any-size model: predict --image-size
-                reference = reference_probabilities(model, verification, size, tta)
-            rows += [verify_tflite(path, variant, verification, reference, size)
-                     for variant, path in tflite_paths.items()]
-            from reseg_tf.export.mediapipe_segmenter import mediapipe_installed, verify_mediapipe
-
-            if tflite_paths and mediapipe_installed():  # the `mediapipe` extra
-                rows += [verify_mediapipe(path, variant, verification, reference, config.class_names)
-                         for variant, path in tflite_paths.items()]
-            if onnx_path is not None:
-                rows.append(verify_onnx(onnx_path, verification, served_reference))
-            for row in rows:  # report the published locations, not the scratch ones
-                row["path"] = row["path"].replace(str(served), str(saved_model_root / str(version))).replace(
-                    str(tflite_dir), str(tflite_root / str(version))).replace(str(onnx_dir), str(onnx_root / str(version)))
+            rows = []
+            for export_format in formats:
+                format_rows = export_format.verify(context, written[export_format])
+                for row in format_rows:  # report the published locations, not the scratch ones
+                    row["path"] = row["path"].replace(str(scratch / export_format.folder),
+                                                      str(output_dir / export_format.folder / str(version)))
+                rows += format_rows
             report = {
                 "model": model.name, "version": version, "image_size": list(size), "tta": tta,
                 "num_classes": config.num_classes, "class_names": list(config.class_names),
@@ -212,17 +194,18 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                     f"export verification failed for {', '.join(failed)}; nothing was published "
                     "(pass verify=False / --no-verify to export anyway).")
 
-        publish(served, saved_model_root / str(version))
-        tflite_root.mkdir(exist_ok=True)
-        publish(tflite_dir, tflite_root / str(version))
-        if onnx_path is not None:
-            onnx_root.mkdir(exist_ok=True)
-            publish(onnx_dir, onnx_root / str(version))
-            onnx_path = onnx_root / str(version) / onnx_path.name
+        published = {}
+        for export_format in formats:
+            final = output_dir / export_format.folder / str(version)
+            final.parent.mkdir(exist_ok=True)
+            publish(scratch / export_format.folder, final)
+            published[export_format.folder] = {
+                name: final / path.relative_to(scratch / export_format.folder)
+                for name, path in written[export_format].items()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    final_tflite = {variant: tflite_root / str(version) / path.name for variant, path in tflite_paths.items()}
+    final_tflite = published.get(TFLiteFormat.folder, {})
     write_serving_doc(output_dir / "serving.md", model.name, saved_model_root, config, size,
                       fixed_size=model_input_size(model), version=version, tta=tta)
     if report is None:
@@ -231,5 +214,5 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     atomic_write_json(output_dir / "export_report.json", report)
     print(f"exported {model.name!r} version {version} to {output_dir}")
     return ExportResult(output_dir=output_dir, version=version,
-                        saved_model_dir=saved_model_root / str(version),
-                        tflite_paths=final_tflite, image_size=size, report=report, onnx_path=onnx_path)
+                        saved_model_dir=saved_model_root / str(version), tflite_paths=final_tflite,
+                        image_size=size, report=report, onnx_path=published.get(OnnxFormat.folder, {}).get("onnx"))

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from reseg_tf.model_io import load_reseg_model
 
-SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
-OUTPUT_KEYS = ("probabilities", "classes")
+from reseg_tf.export.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE, OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES  # noqa: F401
 
 
 def export_twin(model, input_shape=None, unroll_rnns=False):
@@ -68,7 +67,8 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
 
 
 def serving_functions(model, tta="none"):
-    """`{signature: (tf.function body, input_signature)}` of the three signatures of `model`.
+    """`{signature: (tf.function body, input_signature)}` of the serving signatures of `model`
+    (`signatures.SERVING_SIGNATURES`).
 
     The working size is `model`'s fixed input size (None: any size); every signature takes
     images of any size and answers at their size. `tta="flip"` bakes the flip average in
@@ -83,7 +83,7 @@ def serving_functions(model, tta="none"):
     def outputs(images):
         probabilities = image_probabilities(model, images, working_size, tta=tta)
         classes = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"probabilities": probabilities, "classes": classes}
+        return dict(zip(OUTPUT_KEYS, (probabilities, classes)))
 
     def decode_batch(image_bytes):
         # One batch tensor needs one size; resizing here would answer at a size the client
@@ -94,7 +94,7 @@ def serving_functions(model, tta="none"):
             image = decode_image(data)
             check = tf.debugging.assert_equal(
                 tf.shape(image), first_shape,
-                message="serving_bytes: all images of one request must have the same height and "
+                message=f"{BYTES_SIGNATURE.name}: all images of one request must have the same height and "
                 "width (the answers have the images' own size); send differently sized images in "
                 "separate requests",
             )
@@ -104,13 +104,13 @@ def serving_functions(model, tta="none"):
         return tf.map_fn(decode_same_size, image_bytes,
                          fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
-    image_shape = [None, None, None, 3]
-    return {
-        "serving_default": (outputs, [tf.TensorSpec(image_shape, tf.float32, name="images")]),
-        "serving_uint8": (outputs, [tf.TensorSpec(image_shape, tf.uint8, name="images")]),
-        "serving_bytes": (lambda image_bytes: outputs(decode_batch(image_bytes)),
-                          [tf.TensorSpec([None], tf.string, name="image_bytes")]),
-    }
+    def endpoint(signature):
+        if signature.dtype == "string":
+            spec = tf.TensorSpec([None], tf.string, name=signature.input_name)
+            return (lambda encoded: outputs(decode_batch(encoded))), [spec]
+        return outputs, [tf.TensorSpec([None, None, None, 3], signature.dtype, name=signature.input_name)]
+
+    return {signature.name: endpoint(signature) for signature in SERVING_SIGNATURES}
 
 
 def write_archive(model, path, endpoints):
@@ -147,7 +147,7 @@ def write_static_saved_model(model, path, image_size, unroll_rnns=True, tta="non
 
     twin, unrolled = export_twin(model, (*image_size, 3), unroll_rnns)
     signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
-    write_archive(twin, path, {"serving_default": (lambda images: averaged_probabilities(twin, images, tta), signature)})
+    write_archive(twin, path, {DEFAULT_SIGNATURE.name: (lambda images: averaged_probabilities(twin, images, tta), signature)})
     return unrolled
 
 

@@ -1,6 +1,7 @@
 """`serving.md`: the TF Serving docker command and REST requests matching the signatures."""
 from pathlib import Path
 
+from reseg_tf.export.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SERVING_SIGNATURES
 from reseg_tf.run_files import atomic_write_text
 
 
@@ -30,6 +31,11 @@ def write_serving_doc(path, model_name, saved_model_root, config, image_size, fi
                       "probabilities of each image and of its horizontal mirror (two passes per image), "
                       "as `reseg predict --tta flip`.")
     classes = ", ".join(f"{i}={name}" for i, name in enumerate(config.class_names))
+    outputs = (f"`probabilities` float32 `(B, H, W, {config.num_classes})`, `classes` int32 `(B, H, W)`")
+    signature_rows = "\n".join(
+        f"| `{s.name}` | `{s.input_name}` {s.dtype} `{s.shape}`: {s.description} | {outputs if i == 0 else 'same'} |"
+        for i, s in enumerate(SERVING_SIGNATURES))
+    default, encoded = DEFAULT_SIGNATURE, BYTES_SIGNATURE
     text = f"""# Serving `{model_name}` with TF Serving
 
 Latest export: version {version} in `{root}` (TF Serving loads the highest version).
@@ -44,38 +50,36 @@ docker run --rm -p 8501:8501 -p 8500:8500 \\
 
 | signature | input | outputs |
 |---|---|---|
-| `serving_default` | `images` float32 `(B, H, W, 3)`, raw RGB 0..255, any `H`, `W` | `probabilities` float32 `(B, H, W, {config.num_classes})`, `classes` int32 `(B, H, W)` |
-| `serving_uint8` | `images` uint8 `(B, H, W, 3)` | same |
-| `serving_bytes` | `image_bytes` string `(B,)`: JPEG/PNG files (base64 in REST) | same |
+{signature_rows}
 
-{size_note} All images of one request must share a size (a `serving_bytes` request mixing sizes
+{size_note} All images of one request must share a size (a `{encoded.name}` request mixing sizes
 is refused with an error saying so); send differently sized images in separate requests.
 Classes: {classes}.
 
-## REST: pixels (`serving_default`)
+## REST: pixels (`{default.name}`)
 
 ```sh
 python - <<'EOF' > request.json
 import json, numpy as np
 from PIL import Image
 image = np.asarray(Image.open("image.png").convert("RGB"), dtype=np.float32)
-print(json.dumps({{"signature_name": "serving_default", "instances": [image.tolist()]}}))
+print(json.dumps({{"signature_name": "{default.name}", "instances": [image.tolist()]}}))
 EOF
 curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
 ```
 
-## REST: encoded images (`serving_bytes`)
+## REST: encoded images (`{encoded.name}`)
 
 ```sh
-echo '{{"signature_name": "serving_bytes", "instances": [{{"image_bytes": {{"b64": "'"$(base64 -w0 image.png)"'"}}}}]}}' > request.json
+echo '{{"signature_name": "{encoded.name}", "instances": [{{"{encoded.input_name}": {{"b64": "'"$(base64 -w0 image.png)"'"}}}}]}}' > request.json
 curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json
 ```
 
-`serving_bytes` decodes the pixels as they are stored and ignores an EXIF orientation tag (the
+`{encoded.name}` decodes the pixels as they are stored and ignores an EXIF orientation tag (the
 tag portrait phone photos carry): the answer lines up with the stored pixel grid, not with the
 photo as viewers show it. `reseg predict` and `reseg evaluate` apply the tag; to get their answer
 from the server, turn the image upright before sending it (`PIL.ImageOps.exif_transpose`, or
-pixels read by `reseg_tf.inference.read_image_file` sent to `serving_default`).
+pixels read by `reseg_tf.inference.read_image_file` sent to `{default.name}`).
 
 The answer is `{{"predictions": [{{"probabilities": [...], "classes": [...]}}]}}`, one entry per
 instance. Probabilities make large JSON answers; for big images prefer gRPC on port 8500

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from reseg_tf.export.errors import ExportVerificationError, clean_stderr
-from reseg_tf.export.saved_model import OUTPUT_KEYS, SIGNATURES, saved_model_op_types
+from reseg_tf.export.saved_model import saved_model_op_types
+from reseg_tf.export.signatures import DEFAULT_SIGNATURE, OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES
 from reseg_tf.export.tflite import load_tflite, tflite_image_probabilities
 
 # Verification bounds from the export spec.
@@ -77,6 +78,15 @@ def _per_image_from_batches(signature, images, to_input):
     return probabilities
 
 
+def _signature_input(signature, images):
+    """The batch tensor `signature` takes for same-size uint8 RGB `images`."""
+    import tensorflow as tf
+
+    if signature.dtype == "string":
+        return tf.stack([tf.io.encode_png(image) for image in images])
+    return tf.constant(np.stack(images), signature.dtype)
+
+
 def _saved_model_cli(*args, timeout=300):
     executable = Path(sys.executable).with_name("saved_model_cli")
     command = [str(executable)] if executable.exists() else [sys.executable, "-m",
@@ -101,8 +111,9 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
         reference: `reference_probabilities(model, images)`, computed if not given.
 
     Returns:
-        A report row (dict) with the worst probability difference over all signatures, the
-        argmax agreement and latency per image of `serving_default`, and the graph's op check.
+        A report row (dict) with the worst probability difference over all signatures
+        (`signatures.SERVING_SIGNATURES`, each fed the same images in its own input type), the
+        argmax agreement and latency per image of the default signature, and the graph's op check.
     """
     import tensorflow as tf
 
@@ -117,19 +128,18 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
     missing = [name for name in SIGNATURES if name not in loaded.signatures]
     if missing:
         raise ExportVerificationError(f"SavedModel {str(saved_model_dir)!r} lacks signatures {missing}.")
-    default = loaded.signatures["serving_default"]
-    outputs, latency = _timed(lambda x: default(images=tf.constant(x[np.newaxis], tf.float32)), images)
+    default = loaded.signatures[DEFAULT_SIGNATURE.name]
+    outputs, latency = _timed(
+        lambda x: default(**{DEFAULT_SIGNATURE.input_name: tf.constant(x[np.newaxis], tf.float32)}), images)
     probabilities = [o["probabilities"].numpy() for o in outputs]
     if not all(np.array_equal(o["classes"].numpy(), np.argmax(p, -1)) for o, p in zip(outputs, probabilities)):
-        problems.append("serving_default `classes` is not the argmax of `probabilities`")
-    diffs = {"serving_default": _max_diff("serving_default", probabilities, reference, problems)}
-    from_uint8 = _per_image_from_batches(
-        loaded.signatures["serving_uint8"], images, lambda batch: {"images": tf.constant(np.stack(batch), tf.uint8)})
-    diffs["serving_uint8"] = _max_diff("serving_uint8", from_uint8, reference, problems)
-    from_bytes = _per_image_from_batches(
-        loaded.signatures["serving_bytes"], images,
-        lambda batch: {"image_bytes": tf.stack([tf.io.encode_png(image) for image in batch])})
-    diffs["serving_bytes"] = _max_diff("serving_bytes", from_bytes, reference, problems)
+        problems.append(f"{DEFAULT_SIGNATURE.name} `classes` is not the argmax of `probabilities`")
+    diffs = {DEFAULT_SIGNATURE.name: _max_diff(DEFAULT_SIGNATURE.name, probabilities, reference, problems)}
+    for signature in SERVING_SIGNATURES:
+        if signature is not DEFAULT_SIGNATURE:
+            answers = _per_image_from_batches(loaded.signatures[signature.name], images,
+                                              lambda batch, s=signature: {s.input_name: _signature_input(s, batch)})
+            diffs[signature.name] = _max_diff(signature.name, answers, reference, problems)
 
     shown = _saved_model_cli("show", "--dir", str(saved_model_dir), "--all")
     for name in (*SIGNATURES, *OUTPUT_KEYS):
@@ -138,8 +148,8 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
     with tempfile.TemporaryDirectory(prefix="reseg-verify-") as scratch:
         np.save(Path(scratch) / "images.npy", images[0][np.newaxis].astype(np.float32))
         _saved_model_cli("run", "--dir", str(saved_model_dir), "--tag_set", "serve",
-                         "--signature_def", "serving_default",
-                         "--inputs", f"images={Path(scratch) / 'images.npy'}",
+                         "--signature_def", DEFAULT_SIGNATURE.name,
+                         "--inputs", f"{DEFAULT_SIGNATURE.input_name}={Path(scratch) / 'images.npy'}",
                          "--outdir", str(Path(scratch) / "out"))
         cli_probabilities = np.load(Path(scratch) / "out" / "probabilities.npy")
     diffs["saved_model_cli_run"] = _max_diff("saved_model_cli run", [cli_probabilities], reference[:1], problems)
@@ -154,7 +164,7 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
         "latency_ms": latency * 1000,
         "max_prob_diff": max_diff,
         "prob_diff_by_signature": diffs,
-        "agreement": _agreement(probabilities, reference) if diffs["serving_default"] is not None else None,
+        "agreement": _agreement(probabilities, reference) if diffs[DEFAULT_SIGNATURE.name] is not None else None,
         "passed": not problems,
         "problems": problems,
     }

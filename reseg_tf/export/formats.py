@@ -1,0 +1,153 @@
+"""Export formats behind one interface: each writes its artifacts, verifies them, and is
+published as `DIR/<folder>/<version>/`.
+
+`export_model` (`orchestrate.py`) builds the formats asked for, then loops over them three
+times: every format writes into a scratch folder, every artifact is verified against
+`reseg predict`, and only when all pass is each scratch folder renamed into place. Adding a
+format (say Core ML) is one `ExportFormat` subclass here and one line in `requested_formats`;
+the loops, the version numbering, the never-overwrite rule and the report are shared.
+"""
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class ExportContext:
+    """What every format needs: the model and the images that check it.
+
+    Attributes:
+        model: the ReSeg Keras model being exported.
+        config: its `ReSegConfig`.
+        image_size: `(H, W)` of the static (TFLite) models.
+        tta: the test-time augmentation baked into every artifact (`"none"` or `"flip"`).
+        calibration: float32 images at `image_size` that calibrate int8, or None.
+        verification: uint8 RGB images at their own sizes, or None without verification.
+    """
+
+    model: object
+    config: object
+    image_size: tuple
+    tta: str = "none"
+    calibration: object = None
+    verification: list = None
+    _references: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def reference(self, image_size=None):
+        """`reseg predict`'s probabilities of the verification images (at `image_size` as
+        `--image-size` sets it, default the model's own working size), computed once."""
+        from reseg_tf.export.verify import reference_probabilities
+        from reseg_tf.inference import model_input_size
+
+        if image_size is not None and tuple(image_size) == model_input_size(self.model):
+            image_size = None
+        key = None if image_size is None else tuple(image_size)
+        if key not in self._references:
+            self._references[key] = reference_probabilities(self.model, self.verification, key, self.tta)
+        return self._references[key]
+
+
+class ExportFormat:
+    """One export format.
+
+    Subclasses set `folder` (published as `DIR/<folder>/<version>/`) and `label` (for messages),
+    and implement `write` and `verify`; `check` runs before anything is written.
+    """
+
+    folder = None
+    label = None
+
+    def check(self):
+        """Raises a clear error when the format cannot be written here (a missing extra)."""
+
+    def write(self, context, folder):
+        """Writes the artifacts into `folder` (which it creates; its parent is the export's
+        scratch folder); returns `{artifact: path}`."""
+        raise NotImplementedError
+
+    def verify(self, context, artifacts):
+        """Report rows (dicts with `artifact`, `path`, `passed`, `problems`, ...) of `artifacts`."""
+        raise NotImplementedError
+
+
+class SavedModelFormat(ExportFormat):
+    """The TF Serving SavedModel (`saved_model.py`): its version folder is the SavedModel."""
+
+    folder = "saved_model"
+    label = "SavedModel"
+
+    def write(self, context, folder):
+        from reseg_tf.export.saved_model import write_serving_saved_model
+
+        write_serving_saved_model(context.model, folder, context.tta)
+        return {"saved_model": Path(folder)}
+
+    def verify(self, context, artifacts):
+        from reseg_tf.export.verify import verify_saved_model
+
+        return [verify_saved_model(artifacts["saved_model"], context.model, context.verification,
+                                   context.reference())]
+
+
+class TFLiteFormat(ExportFormat):
+    """Static-size TFLite models (`tflite.py`), one file per variant; verified in `ai_edge_litert`
+    and, with the `mediapipe` extra, in MediaPipe's ImageSegmenter."""
+
+    folder = "tflite"
+    label = "TFLite"
+
+    def __init__(self, variants):
+        self.variants = tuple(variants)
+
+    def write(self, context, folder):
+        from reseg_tf.export.tflite import convert_variants
+
+        Path(folder).mkdir()
+        # The static SavedModel they convert from goes beside `folder`, in the export's scratch.
+        return convert_variants(context.model, self.variants, context.image_size, context.calibration,
+                                Path(folder).parent, folder, context.tta)
+
+    def verify(self, context, artifacts):
+        from reseg_tf.export.mediapipe_segmenter import mediapipe_installed, verify_mediapipe
+        from reseg_tf.export.verify import verify_tflite
+
+        # A model that accepts any size answers `reseg predict --image-size` at the static size.
+        reference = context.reference(context.image_size)
+        rows = [verify_tflite(path, variant, context.verification, reference, context.image_size)
+                for variant, path in artifacts.items()]
+        if mediapipe_installed():  # the `mediapipe` extra
+            rows += [verify_mediapipe(path, variant, context.verification, reference, context.config.class_names)
+                     for variant, path in artifacts.items()]
+        return rows
+
+
+class OnnxFormat(ExportFormat):
+    """One ONNX file that takes images of any size (`onnx.py`), verified in onnxruntime."""
+
+    folder = "onnx"
+    label = "ONNX"
+
+    def check(self):
+        from reseg_tf.export.onnx import require_onnx
+
+        require_onnx()
+
+    def write(self, context, folder):
+        from reseg_tf.export.onnx import write_onnx
+
+        return {"onnx": write_onnx(context.model, Path(folder) / f"{context.model.name}.onnx", context.tta)}
+
+    def verify(self, context, artifacts):
+        from reseg_tf.export.verify import verify_onnx
+
+        return [verify_onnx(artifacts["onnx"], context.verification, context.reference())]
+
+
+def requested_formats(tflite_variants=(), onnx=False):
+    """The formats of one export, in the order they are written: the SavedModel always, TFLite
+    when variants are asked for, ONNX when asked for."""
+    formats = [SavedModelFormat()]
+    if tflite_variants:
+        formats.append(TFLiteFormat(tflite_variants))
+    if onnx:
+        formats.append(OnnxFormat())
+    return formats
