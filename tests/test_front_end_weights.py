@@ -104,3 +104,26 @@ def test_weights_that_cannot_fit_are_refused_at_once(tmp_path):
     with pytest.raises(ValueError, match="takes no pretrained weights"):
         reseg_tf.TrainConfig(preset="camvid_scratch", vgg_weights="imagenet")
     assert reseg_tf.TrainConfig(preset="camvid_scratch", vgg_weights="none").front_end_weights == "none"
+
+
+def test_a_finished_imagenet_run_asked_again_offline_is_reported_without_a_download(data_dir, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """The same command again on a finished run reports it; it needs no ImageNet weights, so it
+    works offline although the run started from downloaded ones."""
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    downloaded = tmp_path / "vgg16_notop.weights.h5"
+    vgg.save_weights(downloaded)
+    monkeypatch.setattr(keras.utils, "get_file", lambda fname, origin, **kwargs: str(downloaded))  # online
+    output = tmp_path / "run"
+    assert cli.main(_train_args(data_dir, output)) == 0
+    capsys.readouterr()
+
+    def unreachable(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", unreachable)  # offline
+    assert cli.main(_train_args(data_dir, output)) == 0
+    captured = capsys.readouterr()
+    assert "already holds this run" in captured.out and "could not be downloaded" not in captured.err
+    # Other settings still go through the normal checks (and need the weights first).
+    assert cli.main(_train_args(data_dir, output, "--optimizer", "sgd")) == 2

@@ -80,6 +80,18 @@ def prepare_output(config):
     return "fresh"
 
 
+def is_finished_run(config):
+    """Whether `config.output` holds a finished run with these same settings (what
+    `prepare_output` returns `"finished"` for); reads only, so it can be asked before anything
+    is fetched or written."""
+    if config.overwrite:
+        return False
+    paths = artifact_paths(config.output)
+    record = read_json(paths[RUN_FILE])
+    return (record is not None and record.get("state") == "finished" and os.path.exists(paths["metrics.json"])
+            and not _differences(record, config))
+
+
 def _differences(record, config):
     """`{setting: (recorded, asked)}` for every identity setting on which `config` differs from
     the run recorded in `record`."""

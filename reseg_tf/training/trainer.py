@@ -18,7 +18,8 @@ from reseg_tf.training.callbacks import (
 )
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
 from reseg_tf.training.data import load_source, make_datasets, make_feature_datasets, model_config_for
-from reseg_tf.training.run_dir import RunDirectoryError, artifact_paths, prepare_output, write_run_record
+from reseg_tf.training.run_dir import (RunDirectoryError, artifact_paths, is_finished_run, prepare_output,
+                                       write_run_record)
 
 
 def train(config=None, **settings):
@@ -56,10 +57,12 @@ def train(config=None, **settings):
     if config.from_recipe:
         recipe = {name: getattr(config, name) for name in config.from_recipe}
         print(f"Preset {config.preset!r}'s recipe: {describe_recipe(recipe)} (flags override it).", flush=True)
+    paths = artifact_paths(config.output)
+    if is_finished_run(config):  # reported as it is: no weights to fetch, offline or not
+        return _already_finished(config, paths)
     front_end_weights = _front_end_weights(config)
     source = load_source(config)
     model_config, image_size = model_config_for(config, source)
-    paths = artifact_paths(config.output)
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
 
     if os.path.exists(config.output) and not os.path.isdir(config.output):
