@@ -110,23 +110,28 @@ def tiled_probabilities(run_windows, image, window, scale=1.0, overlap=DEFAULT_O
 
 
 def training_scale(model_path):
-    """The pixel scale a saved model was trained at, from the `run.json` beside it: its training
-    `image_size` over its dataset's own image size (None when neither is known, e.g. a model
-    trained on native-size crops of a dataset of mixed sizes)."""
+    """The pixel scale a saved model was trained at, from the `run.json` beside it: the
+    `training_scale` that `reseg train` measured on the training labels, or, for runs recorded
+    before it did, the training `image_size` over its dataset's own image size (None when
+    neither is known)."""
     from pipelines.sources import SOURCES
 
     record_path = os.path.join(os.path.dirname(os.fspath(model_path)), "run.json")
     try:
         with open(record_path, encoding="utf-8") as handle:
-            settings = json.load(handle).get("settings", {})
+            record = json.load(handle)
+        settings = record.get("settings", {})
     except (OSError, ValueError, AttributeError):
         return None
-    recorded = settings.get("training_scale")
+    recorded = record.get("training_scale") or settings.get("training_scale")
     if recorded:
         return float(recorded)
-    image_size = settings.get("image_size")
+    from reseg_tf.models import PRESETS
+
+    # Training resizes every image to `image_size`, the preset's when the run gave none.
+    image_size = settings.get("image_size") or PRESETS.get(settings.get("preset"), {}).get("image_size")
     if not image_size:
-        return 1.0  # trained on the images at their own size (crops of them)
+        return None
     native = getattr(SOURCES.get(settings.get("dataset")), "native_size", None)
     if not native:
         return None

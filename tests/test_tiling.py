@@ -101,8 +101,12 @@ def test_the_training_scale_comes_from_the_run_record_beside_the_model(tmp_path)
     assert model.training_scale == pytest.approx(264 / 360)
     assert Predictor(model, tile=True).scale == pytest.approx(264 / 360)
     assert Predictor(model, tile=True, scale=2.0).scale == 2.0  # --scale overrides
-    (tmp_path / "run.json").write_text(json.dumps({"settings": {"dataset": "camvid", "image_size": None}}))
-    assert training_scale(path) == 1.0  # trained on crops of the images at their own size
+    (tmp_path / "run.json").write_text(json.dumps({"settings": {"dataset": "camvid", "image_size": None,
+                                                                "preset": "camvid_scratch"}}))
+    assert training_scale(path) == pytest.approx(np.sqrt(180 * 240 / (360 * 480)))  # the preset's size
+    (tmp_path / "run.json").write_text(json.dumps({"training_scale": 0.25, "settings": {
+        "dataset": "camvid", "image_size": [264, 352]}}))
+    assert training_scale(path) == 0.25  # measured by `reseg train`: it wins
     (tmp_path / "run.json").write_text(json.dumps({"settings": {"dataset": "folder", "image_size": [64, 64]}}))
     assert training_scale(path) is None  # images of any size: unknown, tiles then take 1.0
     assert Predictor(load_reseg_model(path), tile=True).scale == 1.0
@@ -163,3 +167,31 @@ def test_reseg_predict_and_evaluate_take_tile_and_scale(tmp_path, capsys):
     assert "tiled at scale 1" in capsys.readouterr().out
     summary = reseg_tf.evaluate(model, "folder", tmp_path, "all", verbose=0, tile=True, scale=0.5, num_classes=3)
     assert summary["tile_scale"] == 0.5 and summary["num_images"] == 1
+
+
+def test_reseg_train_records_the_scale_it_trains_at_measured_on_the_labels(tmp_path):
+    """Masks of 40x60, 40x60 and 80x120 trained at 20x30: the median of sqrt(20*30 / (h*w)) is
+    0.5; a model trained there tiles at 0.5 without being told."""
+    import pipelines
+    from reseg_tf import cli
+    from reseg_tf.training.data import measure_training_scale
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True), (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    lists = {"train": [], "val": []}
+    for index, (height, width) in enumerate(((40, 60), (40, 60), (80, 120), (30, 30))):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(data / "images" / f"{index}.png")
+        Image.fromarray(rng.integers(0, 2, (height, width), np.uint8)).save(data / "masks" / f"{index}.png")
+        lists["val" if index == 3 else "train"].append(f"images/{index}.png masks/{index}.png")
+    for split, lines in lists.items():
+        (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    source = pipelines.get_source("folder", str(data), num_classes=2)
+    assert measure_training_scale(source, (20, 30)) == pytest.approx(0.5)
+    output = tmp_path / "run"
+    assert cli.main(["train", "--preset", "demo", "--dataset", "folder", "--data-dir", str(data),
+                     "--num-classes", "2", "--output", str(output), "--epochs", "1", "--steps-per-epoch", "1",
+                     "--image-size", "20", "32", "--batch-size", "1", "--no-augment"]) == 0
+    recorded = json.loads((output / "run.json").read_text())["training_scale"]
+    assert recorded == pytest.approx(np.median([np.sqrt(20 * 32 / (h * w)) for h, w in ((40, 60), (40, 60), (80, 120))]))
+    assert Predictor(load_reseg_model(output / "model.keras"), tile=True).scale == pytest.approx(recorded)

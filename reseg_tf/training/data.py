@@ -45,6 +45,27 @@ def model_config_for(config, source):
     return model_config, image_size
 
 
+def measure_training_scale(source, image_size, max_files=200):
+    """The pixel scale the model trains at: the training size's side over the training labels'
+    (the median over up to `max_files` train masks of `sqrt(H * W / (h * w))`, so it does not
+    depend on orientation). Tiled inference (`reseg_tf.tiling`) resizes large images by it; None
+    when no header can be read."""
+    import numpy as np
+    from PIL import Image
+
+    pairs = source.pairs("train")
+    step = max(1, len(pairs) // max_files)
+    ratios = []
+    for _, mask_path in pairs[::step][:max_files]:
+        try:
+            with Image.open(mask_path) as mask:  # reads the header only
+                width, height = mask.size
+        except OSError:
+            continue
+        ratios.append(np.sqrt(image_size[0] * image_size[1] / (height * width)))
+    return round(float(np.median(ratios)), 6) if ratios else None
+
+
 def class_weights(config, source):
     """The training split's per-class pixel weights (None without class balancing)."""
     if not config.class_balance:

@@ -115,11 +115,12 @@ def _jsonable(value):
 
 
 def write_run_record(config, state, **extra):
-    """Writes `run.json`: the run's `state` (`running`, `trained`, `finished`) and settings."""
+    """Writes `run.json`: the run's `state` (`running`, `trained`, `finished`), settings and
+    `extra` facts (e.g. `training_scale`); facts written earlier in the run are kept."""
     settings = _jsonable(config.identity())
     if settings.get("data_dir") is not None:
         # Relative, so a run directory committed with a repository names no machine's paths.
         settings["data_dir"] = os.path.relpath(settings["data_dir"])
-    record = {"state": state, "settings": settings, "epochs": config.epochs}
-    record.update(extra)
+    record = read_json(os.path.join(config.output, RUN_FILE)) or {}
+    record.update({"state": state, "settings": settings, "epochs": config.epochs}, **extra)
     atomic_write_json(os.path.join(config.output, RUN_FILE), record)

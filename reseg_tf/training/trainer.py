@@ -17,7 +17,8 @@ from reseg_tf.training.callbacks import (
     BestModelCheckpoint, StopOnSignal, TrainingDivergedError, make_callbacks, read_history,
 )
 from reseg_tf.training.config import MONITOR, OPTIMIZERS, TrainConfig, mixed_precision_policy
-from reseg_tf.training.data import load_source, make_datasets, make_feature_datasets, model_config_for
+from reseg_tf.training.data import (load_source, make_datasets, make_feature_datasets, measure_training_scale,
+                                   model_config_for)
 from reseg_tf.training.run_dir import (RunDirectoryError, artifact_paths, is_finished_run, prepare_output,
                                        write_run_record)
 
@@ -76,7 +77,7 @@ def train(config=None, **settings):
         if state == "finished":
             return _already_finished(config, paths)
         if state != "trained":
-            write_run_record(config, "running")
+            write_run_record(config, "running", training_scale=measure_training_scale(source, image_size))
             # Ctrl-C and SIGTERM from here on only ask `stop` to raise at the next batch or epoch end.
             stop = StopOnSignal()
             with stop.handling_signals():
