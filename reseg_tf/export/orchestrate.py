@@ -155,8 +155,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     context = ExportContext(model, config, size, tta, calibration, verification if verify else None)
     saved_model_root = output_dir / SavedModelFormat.folder
     saved_model_root.mkdir(parents=True, exist_ok=True)
-    version = check_version(saved_model_root, version)
-    for export_format in formats[1:]:
+    version = check_version(saved_model_root, version)  # the SavedModel's versions number the export
+    for export_format in formats:
         if (output_dir / export_format.folder / str(version)).exists():
             raise FileExistsError(f"{export_format.label} folder {str(output_dir / export_format.folder / str(version))!r} "
                                   "already exists; refusing to overwrite it.")
