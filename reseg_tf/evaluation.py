@@ -58,14 +58,16 @@ CONFIDENT_FRACTION = 0.9
 
 
 def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none", mc_samples=0, seed=0,
-                   uncertainty=False, tile=False, scale=None):
+                   uncertainty=False, tile=False, scale=None, per_image=False):
     """Streams a split through the model and returns `summarize_confusion`'s dict plus
     `baseline_mean_iou` (predicting the split's most frequent class everywhere), `num_images`,
     `confusion_matrix` (rows: ground truth, columns: prediction), `ece` (expected calibration
     error, 15 bins, `reseg_tf.calibration`), `ms_per_image` (model time, decoding excluded) and
     the averaging used (`tta`, `mc_samples`). With `uncertainty`, also `mean_iou_confident_90`
     and `global_acc_confident_90`: the scores of the split's 90% most confident pixels. With
-    `tile` (`reseg_tf.tiling`), also `tile_scale`: the factor images were resized by."""
+    `tile` (`reseg_tf.tiling`), also `tile_scale`: the factor images were resized by. With
+    `per_image`, also `image_confusion_matrices`: one per image, in the split's order (what
+    `metrics.paired_bootstrap_mean_iou` compares two models with)."""
     import time
 
     from pipelines.progress import progress_bar
@@ -81,6 +83,7 @@ def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none",
     progress = progress_bar(count, unit_name="image", enabled=verbose == 1)
     examples = iter(_examples(source, split))
     model_seconds = []
+    image_confusions = []
     for step, (image_path, mask_path) in enumerate(pairs, start=1):
         try:
             images, labels, *_ = next(examples)
@@ -92,8 +95,11 @@ def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none",
         classes = probabilities.argmax(axis=-1).astype(np.int64).ravel()
         truth = labels.numpy().astype(np.int64).ravel()
         valid = (truth >= 0) & (truth < num_classes)
-        confusion += np.bincount(truth[valid] * num_classes + classes[valid],
-                                 minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        image_confusion = np.bincount(truth[valid] * num_classes + classes[valid],
+                                      minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        confusion += image_confusion
+        if per_image:
+            image_confusions.append(image_confusion.tolist())
         calibration.update(truth, classes, probabilities.max(axis=-1))
         progress.update(step)
     summary = summarize_confusion(confusion, source.class_names)
@@ -113,12 +119,14 @@ def evaluate_model(model, source, split, image_size=None, verbose=1, tta="none",
     summary["reliability"] = calibration.reliability()
     # Rows = ground truth, columns = prediction (void excluded); `reseg report` plots it.
     summary["confusion_matrix"] = confusion.tolist()
+    if per_image:
+        summary["image_confusion_matrices"] = image_confusions
     return summary
 
 
 def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=None, json_path=None,
              verbose=1, tta="none", mc_samples=0, seed=0, uncertainty=False, tile=False, scale=None,
-             **dataset_options):
+             per_image=False, **dataset_options):
     """Evaluates a ReSeg model (a Keras model or a `.keras` path) on a dataset split.
 
     Args:
@@ -136,6 +144,8 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         tile: segment each image in overlapping windows at the model's training pixel scale,
             blended (`reseg_tf.tiling`), instead of resizing it to the working size.
         scale: with `tile`, resize images by this factor first (default: the recorded training scale).
+        per_image: also return `image_confusion_matrices`, one per image (for comparing two
+            models image by image: `reseg_tf.metrics.paired_bootstrap_mean_iou`).
         **dataset_options: passed to `pipelines.get_source` (e.g. `num_classes` for `folder`).
 
     Returns:
@@ -153,7 +163,8 @@ def evaluate(model, dataset="camvid", data_dir=None, split="val", image_size=Non
         model_path = None
     source = pipelines.get_source(dataset, data_dir, **dataset_options)
     summary = evaluate_model(model, source, split, image_size=image_size, verbose=verbose, tta=tta,
-                             mc_samples=mc_samples, seed=seed, uncertainty=uncertainty, tile=tile, scale=scale)
+                             mc_samples=mc_samples, seed=seed, uncertainty=uncertainty, tile=tile, scale=scale,
+                             per_image=per_image)
     # Paths as the caller gave them (relative stay relative): metrics files travel with a repository.
     summary.update(dataset=source.name, split=split,
                    data_dir=None if data_dir is None else os.fspath(data_dir), model=model_path)

@@ -103,6 +103,38 @@ def summarize_confusion(cm, class_names):
     }
 
 
+def paired_bootstrap_mean_iou(confusions_a, confusions_b, num_resamples=2000, seed=0, level=0.95):
+    """How much of a mean IoU difference between two models is the val set's noise.
+
+    Both models were evaluated on the same images; `confusions_a[i]` and `confusions_b[i]` are
+    image i's confusion matrices `(C, C)`. Images are drawn with replacement `num_resamples`
+    times, the same draw for both models (a paired bootstrap), and each draw's mean IoU
+    difference (b minus a) computed from the summed matrices.
+
+    Returns:
+        A dict: `difference` (b - a on all images), `low` and `high` (the `level` percentile
+        interval of the resampled differences), `p_not_better` (the fraction of draws in which b
+        is not better than a), `num_images`, `num_resamples`.
+    """
+    a = np.asarray(confusions_a, np.float64)
+    b = np.asarray(confusions_b, np.float64)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[1] != a.shape[2] or not len(a):
+        raise ValueError(f"per-image confusion matrices of the same images are needed, (N, C, C) "
+                         f"each; got shapes {a.shape} and {b.shape}.")
+
+    def mean_iou(cm):  # cm: (..., C, C)
+        true_positives = np.diagonal(cm, axis1=-2, axis2=-1)
+        union = cm.sum(-1) + cm.sum(-2) - true_positives
+        return np.divide(true_positives, union, out=np.zeros_like(true_positives), where=union > 0).mean(-1)
+
+    counts = np.random.default_rng(seed).multinomial(len(a), np.full(len(a), 1 / len(a)), size=num_resamples)
+    differences = (mean_iou(np.einsum("rn,nij->rij", counts, b)) - mean_iou(np.einsum("rn,nij->rij", counts, a)))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return {"difference": float(mean_iou(b.sum(0)) - mean_iou(a.sum(0))), "low": float(low), "high": float(high),
+            "p_not_better": float(np.mean(differences <= 0)), "num_images": len(a), "num_resamples": num_resamples}
+
+
 @keras.saving.register_keras_serializable(package="reseg_tf")
 class ConfusionMatrixMetric(keras.metrics.Metric):
     """Streams the confusion matrix of argmax predictions against void-free ground truth.

@@ -89,6 +89,21 @@ def test_evaluate_matches_a_hand_count(tmp_path, monkeypatch):
     # Every pixel has confidence 0.7: one calibration bin, whose gap is |accuracy - 0.7|.
     assert summary["ece"] == pytest.approx(abs(hits.sum() / pixels - CONFIDENCE))
     assert [row[2] for row in summary["reliability"]] == [pixels]
+    assert "image_confusion_matrices" not in summary
+
+
+def test_per_image_confusion_matrices_count_each_image_in_order(tmp_path, monkeypatch):
+    labels, predicted = _write_folder(tmp_path, 3, np.random.default_rng(2))
+    monkeypatch.setattr(evaluation, "Predictor", _ClassFromRed)
+    summary = reseg_tf.evaluate(_tiny_model(), "folder", tmp_path, split="all", verbose=0, per_image=True,
+                                num_classes=NUM_CLASSES, ignore_value=VOID, class_names=tuple("abcd"))
+    for matrix, truth_map, predicted_map in zip(summary["image_confusion_matrices"], labels, predicted):
+        hand = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        for truth, guess in zip(truth_map.ravel(), predicted_map.ravel()):
+            if truth != VOID:
+                hand[truth, guess] += 1
+        np.testing.assert_array_equal(matrix, hand)
+    assert len(summary["image_confusion_matrices"]) == 3
 
 
 def test_a_tiny_model_learns_a_synthetic_task(tmp_path):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from reseg_tf.metrics import (
-    AverageClassAccuracy, ConfusionMatrixMetric, GlobalAccuracy, MeanIoU, summarize_confusion,
+    AverageClassAccuracy, ConfusionMatrixMetric, GlobalAccuracy, MeanIoU, paired_bootstrap_mean_iou,
+    summarize_confusion,
 )
 
 NAMES = ("a", "b", "c", "d")
@@ -94,3 +95,40 @@ def test_metric_names_in_fit_logs():
     history = model.fit(images, labels, validation_data=(images, labels), epochs=1, verbose=0)
     for key in ("global_acc", "avg_class_acc", "mean_iou", "val_mean_iou"):
         assert key in history.history
+
+
+def _random_confusions(rng, count, num_classes=3, scale=50):
+    return rng.integers(0, scale, (count, num_classes, num_classes))
+
+
+def test_paired_bootstrap_equals_a_loop_over_the_same_draws_of_images():
+    rng = np.random.default_rng(3)
+    a, b = _random_confusions(rng, 7), _random_confusions(rng, 7)
+    result = paired_bootstrap_mean_iou(a, b, num_resamples=300, seed=5)
+    names = ("x", "y", "z")
+    draws = np.random.default_rng(5).multinomial(7, np.full(7, 1 / 7), size=300)
+    differences = []
+    for counts in draws:  # image i drawn counts[i] times, the same images for both models
+        picked = np.repeat(np.arange(7), counts)
+        differences.append(summarize_confusion(b[picked].sum(0), names)["mean_iou"]
+                           - summarize_confusion(a[picked].sum(0), names)["mean_iou"])
+    assert result["low"] == pytest.approx(np.percentile(differences, 2.5))
+    assert result["high"] == pytest.approx(np.percentile(differences, 97.5))
+    assert result["p_not_better"] == pytest.approx(np.mean(np.array(differences) <= 0))
+    assert result["difference"] == pytest.approx(
+        summarize_confusion(b.sum(0), names)["mean_iou"] - summarize_confusion(a.sum(0), names)["mean_iou"])
+    assert result["num_images"] == 7 and result["num_resamples"] == 300
+
+
+def test_paired_bootstrap_separates_a_gain_on_every_image_from_no_gain():
+    rng = np.random.default_rng(4)
+    a = _random_confusions(rng, 20)
+    better = a.copy()
+    for matrix in better:  # every image: more pixels right, fewer wrong
+        matrix[np.diag_indices(3)] += 30
+    gain = paired_bootstrap_mean_iou(a, better)
+    assert gain["low"] > 0 and gain["p_not_better"] == 0
+    same = paired_bootstrap_mean_iou(a, a)
+    assert same["difference"] == same["low"] == same["high"] == 0 and same["p_not_better"] == 1
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap_mean_iou(a, a[:5])
