@@ -4,12 +4,13 @@ For the shipped `saved_models/camvid/model.keras` (the `scratch_stem` front end)
 per other front end (`--presets`, built with random weights: the costs do not depend on them),
 at `--image-size` (default 264x352): parameters, GFLOP per image (float operations of the
 model with unrolled ReNet layers, counted by the TensorFlow profiler), TFLite fp32 and int8 ms
-per image (batch 1, all cores, int8 calibrated on the same real images) and file size, and the
+per image (batch 1, `--threads` interpreter threads, all cores by default; int8 calibrated on the same real images) and file size, and the
 time of one training step (batch `--batch-size`, Adam, each front end frozen or trained as its
 preset says). `int8_vs_shipped` is each model's int8 ms over the shipped model's, measured in
 this run.
 
     python benchmarks/front_end_bench.py [--presets camvid,camvid_mobilenet,...] [--repeats N] [--variants fp32,int8]
+        [--threads N]
 """
 import argparse
 import json
@@ -58,14 +59,14 @@ def train_step_seconds(model, image_size, batch_size, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def tflite_figures(model, image_size, images, variants, scratch, repeats):
+def tflite_figures(model, image_size, images, variants, scratch, repeats, threads):
     source = scratch / f"{model.name}_saved_model"
     write_static_saved_model(model, source, image_size)
     figures = {}
     for variant in variants:
         path = scratch / f"{model.name}_{variant}.tflite"
         export.convert_tflite(source, variant, path, representative_images=images if variant == "int8" else None)
-        predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=os.cpu_count()))
+        predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=threads))
         predict(images[0])
         start = time.perf_counter()
         for _ in range(repeats):
@@ -73,6 +74,9 @@ def tflite_figures(model, image_size, images, variants, scratch, repeats):
                 predict(image)
         figures[f"tflite_{variant}_ms"] = round((time.perf_counter() - start) * 1000 / (repeats * len(images)), 2)
         figures[f"tflite_{variant}_mb"] = round(path.stat().st_size / 2**20, 3)
+        # Operators run one after another: the unrolled recurrences' many small ones cost their
+        # dispatch more than their arithmetic.
+        figures[f"tflite_{variant}_ops"] = export.tflite_size_breakdown(path)["operators"]
     return figures
 
 
@@ -85,6 +89,8 @@ def main():
     parser.add_argument("--num-images", type=int, default=4, help="real images timed (and calibrating int8)")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the images / training steps timed")
     parser.add_argument("--batch-size", type=int, default=5, help="training-step batch")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="TFLite interpreter threads; default: all cores")
     args = parser.parse_args()
     image_size = tuple(args.image_size)
     variants = export.parse_variants(args.variants)
@@ -103,7 +109,7 @@ def main():
             config = model.reseg_config
             row = {"front_end": config.front_end, "frozen": config.freeze_front_end,
                    "params": model.count_params(), "gflop": round(gflop_per_image(model, image_size), 3)}
-            row.update(tflite_figures(model, image_size, images, variants, Path(scratch), args.repeats))
+            row.update(tflite_figures(model, image_size, images, variants, Path(scratch), args.repeats, args.threads))
             row["train_step_s"] = round(train_step_seconds(make(), image_size, args.batch_size, args.repeats), 3)
             rows[label] = row
             print(label, row, file=sys.stderr, flush=True)
@@ -113,6 +119,7 @@ def main():
             if "tflite_int8_ms" in row:
                 row["int8_vs_shipped"] = round(row["tflite_int8_ms"] / shipped, 3)
     print(json.dumps({"benchmark": "front_end_costs", "image_size": list(image_size), "cpu_count": os.cpu_count(),
+                      "tflite_threads": args.threads,
                       "images": os.path.relpath(images_dir, ROOT), "repeats": args.repeats, "models": rows}))
 
 
