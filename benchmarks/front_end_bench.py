@@ -89,6 +89,8 @@ def main():
     parser.add_argument("--num-images", type=int, default=4, help="real images timed (and calibrating int8)")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the images / training steps timed")
     parser.add_argument("--batch-size", type=int, default=5, help="training-step batch")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=FILE",
+                        help="also measure this .keras model (e.g. a variant of a preset); repeatable")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="TFLite interpreter threads; default: all cores")
     args = parser.parse_args()
@@ -101,6 +103,11 @@ def main():
         export.load_reseg_model(str(SHIPPED)), image_size)}
     for preset in filter(None, args.presets.split(",")):
         models[preset] = lambda preset=preset: reseg_tf.build_model(preset, input_shape=(*image_size, 3))
+    for labelled in args.model:
+        label, _, path = labelled.partition("=")
+        if not label or not path:
+            parser.error(f"--model {labelled!r}: expected LABEL=FILE")
+        models[label] = lambda path=path: reseg_tf.models.with_input_size(export.load_reseg_model(path), image_size)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="reseg-front-end-bench-") as scratch:
         for label, make in models.items():

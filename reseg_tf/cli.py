@@ -86,6 +86,11 @@ def _add_export(subparsers):
     parser.add_argument("--tflite", default=",".join(TFLITE_VARIANTS),
                         help=f"comma-separated TFLite variants from {', '.join(TFLITE_VARIANTS)}, or "
                         "'none'; default: all of them")
+    parser.add_argument("--tflite-input-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="height and width of the images the TFLite models take (an app's camera "
+                        "frames); the resize to the model's size as training does and the resize back "
+                        "are then inside the models, so MediaPipe's ImageSegmenter resizes nothing for "
+                        "frames of that size; default: the model's size (--image-size)")
     parser.add_argument("--representative-data", default=None, metavar="DIR",
                         help="folder of real images (or a CamVid-layout folder) to calibrate int8 "
                         "and verify on; default: the embedded CamVid sample, with a warning")
@@ -109,6 +114,7 @@ def _add_export(subparsers):
                 tflite=() if args.tflite.strip().lower() == "none" else args.tflite,
                 representative_data=args.representative_data, verify=not args.no_verify,
                 tta=args.tta, mc_samples=args.mc_samples, onnx=args.onnx,
+                tflite_input_size=args.tflite_input_size,
             )
         except TFLiteConversionError as error:
             raise CliError(str(error)) from error

@@ -120,3 +120,30 @@ def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_pat
         expected = predictor.classes(test_images).numpy()
         assert labels == list(CLASSES) and np.stack(found).shape == expected.shape
         assert np.mean(np.stack(found) == expected) >= bound, size
+
+
+@pytest.mark.slow
+def test_mediapipe_resizes_nothing_for_frames_of_the_tflite_input_size(tmp_path):
+    """Exported for 48x40 frames, the model runs at 32x32 with the training resize inside: on
+    such frames MediaPipe's masks are `reseg predict`'s classes (no resize of its own)."""
+    pytest.importorskip("mediapipe")
+    import keras
+
+    import reseg_tf
+    from reseg_tf.export import export_model
+    from reseg_tf.export.mediapipe_segmenter import category_masks
+    from reseg_tf.inference import Predictor
+
+    keras.utils.set_random_seed(1)
+    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, front_end="none",
+                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
+    model = reseg_tf.build_model(config, input_shape=(32, 32, 3), name="tiny")
+    images, masks = _block_images(32)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
+    result = export_model(model, tmp_path / "out", tflite="fp32", tflite_input_size=(48, 40), verify=False)
+    frames = list(_block_images(4, seed=3, size=(48, 40), block=8)[0])
+    found, labels, _ = category_masks(result.tflite_paths["fp32"], frames)
+    expected = Predictor(model).classes(np.stack(frames)).numpy()
+    assert labels == list(CLASSES) and np.stack(found).shape == expected.shape == (4, 48, 40)
+    assert np.mean(np.stack(found) == expected) >= 0.999

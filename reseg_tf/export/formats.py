@@ -90,13 +90,20 @@ class SavedModelFormat(ExportFormat):
 
 class TFLiteFormat(ExportFormat):
     """Static-size TFLite models (`tflite.py`), one file per variant; verified in `ai_edge_litert`
-    and, with the `mediapipe` extra, in MediaPipe's ImageSegmenter."""
+    and, with the `mediapipe` extra, in MediaPipe's ImageSegmenter.
+
+    `input_size`: the size of the images the models take (an app's camera frames), default the
+    working size; with another size the training resize and the resize back are in the graph
+    (`saved_model.write_static_saved_model`), and the models are verified on the verification
+    images resized to that size, the frames such an app feeds them.
+    """
 
     folder = "tflite"
     label = "TFLite"
 
-    def __init__(self, variants):
+    def __init__(self, variants, input_size=None):
         self.variants = tuple(variants)
+        self.input_size = None if input_size is None else tuple(int(side) for side in input_size)
 
     def write(self, context, folder):
         from reseg_tf.export.tflite import convert_variants
@@ -104,18 +111,27 @@ class TFLiteFormat(ExportFormat):
         Path(folder).mkdir()
         # The static SavedModel they convert from goes beside `folder`, in the export's scratch.
         return convert_variants(context.model, self.variants, context.image_size, context.calibration,
-                                Path(folder).parent, folder, context.tta)
+                                Path(folder).parent, folder, context.tta, self.input_size)
 
     def verify(self, context, artifacts):
         from reseg_tf.export.mediapipe_segmenter import mediapipe_installed, verify_mediapipe
-        from reseg_tf.export.verify import verify_tflite
+        from reseg_tf.export.verify import reference_probabilities, verify_tflite
+        from reseg_tf.inference import to_working_size
 
-        # A model that accepts any size answers `reseg predict --image-size` at the static size.
-        reference = context.reference(context.image_size)
-        rows = [verify_tflite(path, variant, context.verification, reference, context.image_size)
+        input_size = self.input_size or tuple(context.image_size)
+        if input_size == tuple(context.image_size):
+            images = context.verification
+            # A model that accepts any size answers `reseg predict --image-size` at the static size.
+            reference = context.reference(context.image_size)
+        else:
+            images = [to_working_size(image.astype("float32"), input_size).numpy().astype("uint8")
+                      for image in context.verification]
+            reference = reference_probabilities(context.model, images, context.image_size, context.tta)
+        resizes_inside = input_size != tuple(context.image_size)
+        rows = [verify_tflite(path, variant, images, reference, input_size, resizes_inside=resizes_inside)
                 for variant, path in artifacts.items()]
         if mediapipe_installed():  # the `mediapipe` extra
-            rows += [verify_mediapipe(path, variant, context.verification, reference, context.config.class_names)
+            rows += [verify_mediapipe(path, variant, images, reference, context.config.class_names)
                      for variant, path in artifacts.items()]
         return rows
 
@@ -142,12 +158,12 @@ class OnnxFormat(ExportFormat):
         return [verify_onnx(artifacts["onnx"], context.verification, context.reference())]
 
 
-def requested_formats(tflite_variants=(), onnx=False):
+def requested_formats(tflite_variants=(), onnx=False, tflite_input_size=None):
     """The formats of one export, in the order they are written: the SavedModel always, TFLite
-    when variants are asked for, ONNX when asked for."""
+    when variants are asked for (taking images of `tflite_input_size`), ONNX when asked for."""
     formats = [SavedModelFormat()]
     if tflite_variants:
-        formats.append(TFLiteFormat(tflite_variants))
+        formats.append(TFLiteFormat(tflite_variants, tflite_input_size))
     if onnx:
         formats.append(OnnxFormat())
     return formats

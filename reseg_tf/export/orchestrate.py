@@ -85,6 +85,17 @@ def resolve_image_size(model, image_size=None):
     )
 
 
+def _positive_size(value, name):
+    """`(H, W)` of two positive ints; ValueError naming `name` otherwise."""
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two ints (H, W), got {value!r}.") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"{name} must be positive, got {height}x{width}.")
+    return height, width
+
+
 def default_output_dir(model):
     return Path(DEFAULT_EXPORT_ROOT) / model.name
 
@@ -92,7 +103,7 @@ def default_output_dir(model):
 def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLITE_VARIANTS,
                  representative_data=None, version=None, verify=True, fail_on_mismatch=True,
                  num_calibration_images=32, num_verification_images=4, tta="none", mc_samples=0,
-                 onnx=False):
+                 onnx=False, tflite_input_size=None):
     """Exports a ReSeg model as a TF Serving SavedModel and TFLite files, and verifies them.
 
     Args:
@@ -118,6 +129,11 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             answer per image; average sub-networks with `reseg predict --mc-samples`.
         onnx: also write `onnx/<version>/<name>.onnx` (`reseg_tf.export.onnx`; needs the `onnx`
             extra) and verify it in onnxruntime.
+        tflite_input_size: `(H, W)` of the images the TFLite models take, e.g. an app's camera
+            frames (default: `image_size`). The training resize to `image_size` and the resize
+            of the probabilities back are then inside the models, so a runtime that feeds frames
+            of that size (MediaPipe's ImageSegmenter) resizes nothing and answers as `reseg
+            predict` does.
 
     Returns:
         An `ExportResult`.
@@ -138,7 +154,9 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             "work on a phone); export with --tta flip and average sub-networks with "
             "`reseg predict --mc-samples N`.")
     variants = parse_variants(tflite)
-    formats = requested_formats(variants, onnx)
+    if tflite_input_size is not None:
+        tflite_input_size = _positive_size(tflite_input_size, "tflite_input_size")
+    formats = requested_formats(variants, onnx, tflite_input_size)
     for export_format in formats:
         export_format.check()
     size = resolve_image_size(model, image_size)
@@ -147,7 +165,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
         raise NotADirectoryError(f"output {str(output_dir)!r} exists and is not a folder.")
     files = (representative_files(representative_data, need_real_images="int8" in variants)
              if verify or "int8" in variants else None)
-    calibration = load_images(spread_files(files, num_calibration_images), size) if "int8" in variants else None
+    calibration = (load_images(spread_files(files, num_calibration_images), tflite_input_size or size)
+                   if "int8" in variants else None)
     if verify:
         verification = (read_images(spread_files(files[::-1], num_verification_images)) if files
                         else list(synthetic_images(num_verification_images, size)))
@@ -181,7 +200,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                 rows += format_rows
             report = {
                 "model": model.name, "version": version, "image_size": list(size), "tta": tta,
-                "num_classes": config.num_classes, "class_names": list(config.class_names),
+                "tflite_input_size": list(tflite_input_size or size), "num_classes": config.num_classes, "class_names": list(config.class_names),
                 "verification_images": "real" if files else "synthetic",
                 "num_verification_images": len(verification),
                 "verification_image_sizes": sizes,
@@ -207,7 +226,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
 
     final_tflite = published.get(TFLiteFormat.folder, {})
     write_serving_doc(output_dir / "serving.md", model.name, saved_model_root, config, size,
-                      fixed_size=model_input_size(model), version=version, tta=tta)
+                      fixed_size=model_input_size(model), version=version, tta=tta,
+                      tflite_input_size=tflite_input_size)
     if report is None:
         report = {"model": model.name, "version": version, "image_size": list(size), "tta": tta, "rows": [
             {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}

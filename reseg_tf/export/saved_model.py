@@ -134,20 +134,35 @@ def write_serving_saved_model(model, path, tta="none"):
     write_archive(twin, path, serving_functions(twin, tta))
 
 
-def write_static_saved_model(model, path, image_size, unroll_rnns=True, tta="none"):
+def write_static_saved_model(model, path, image_size, unroll_rnns=True, tta="none", input_size=None):
     """Writes a SavedModel whose `serving_default` takes float32 `(1, H, W, 3)`: the TFLite source.
 
-    With `unroll_rnns` (see `export_twin`) every variant converts, int8 included. `tta="flip"`
-    averages the image's and its mirror's probabilities in the graph. Returns the number of
-    RNN layers unrolled.
+    The model runs at `image_size`. With an `input_size` other than it, the graph takes images of
+    `input_size` (an app's camera frames), resizes them to `image_size` as training does (the
+    antialiased resize written as two matrix products, builtin TFLite ops) and returns the
+    probabilities resized back to `input_size`: a runtime that feeds frames of that size (e.g.
+    MediaPipe) resizes nothing itself and gets `reseg predict`'s answers. With `unroll_rnns`
+    (see `export_twin`) every variant converts, int8 included. `tta="flip"` averages the image's
+    and its mirror's probabilities in the graph. Returns the number of RNN layers unrolled.
     """
     import tensorflow as tf
 
+    from pipelines.image_ops import resize_image_by_matmul
     from reseg_tf.averaging import averaged_probabilities
+    from reseg_tf.inference import to_image_size
 
+    image_size = tuple(image_size)
+    input_size = tuple(input_size or image_size)
     twin, unrolled = export_twin(model, (*image_size, 3), unroll_rnns)
-    signature = [tf.TensorSpec([1, *image_size, 3], tf.float32, name="images")]
-    write_archive(twin, path, {DEFAULT_SIGNATURE.name: (lambda images: averaged_probabilities(twin, images, tta), signature)})
+
+    def probabilities(images):
+        if input_size == image_size:
+            return averaged_probabilities(twin, images, tta)
+        working = averaged_probabilities(twin, resize_image_by_matmul(images, image_size), tta)
+        return to_image_size(working, input_size)
+
+    signature = [tf.TensorSpec([1, *input_size, 3], tf.float32, name="images")]
+    write_archive(twin, path, {DEFAULT_SIGNATURE.name: (probabilities, signature)})
     return unrolled
 
 

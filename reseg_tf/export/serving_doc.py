@@ -5,7 +5,8 @@ from reseg_tf.export.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SERVI
 from reseg_tf.run_files import atomic_write_text
 
 
-def write_serving_doc(path, model_name, saved_model_root, config, image_size, fixed_size, version, tta="none"):
+def write_serving_doc(path, model_name, saved_model_root, config, image_size, fixed_size, version, tta="none",
+                      tflite_input_size=None):
     """Writes `serving.md` for the latest export.
 
     Args:
@@ -17,9 +18,25 @@ def write_serving_doc(path, model_name, saved_model_root, config, image_size, fi
         fixed_size: the model's fixed input size, or None if it accepts any size.
         version: the SavedModel version just written.
         tta: the test-time augmentation baked into the artifacts.
+        tflite_input_size: `(H, W)` the TFLite models take when it differs from `image_size`
+            (the resizes are then in the models).
     """
     root = Path(saved_model_root).resolve()
     height, width = image_size
+    if tflite_input_size and tuple(tflite_input_size) != tuple(image_size):
+        in_height, in_width = tflite_input_size
+        tflite_resize = (f"The model runs at {height}x{width}; the resize of the frame to that size as "
+                         f"training resizes (bilinear with antialiasing, rounded to whole pixel values) and "
+                         f"the resize of the probabilities back to {in_height}x{in_width} are inside the "
+                         f"file, so frames of {in_height}x{in_width} need no resizing (MediaPipe's "
+                         "ImageSegmenter then resizes nothing either). Resize frames of other sizes to "
+                         f"{in_height}x{in_width} first.")
+    else:
+        in_height, in_width = height, width
+        tflite_resize = (f"To answer like `reseg predict`, resize an image to {height}x{width} as training "
+                         "does (bilinear with antialiasing, rounded to whole pixel values: "
+                         "`reseg_tf.inference.to_working_size`), and resize the probabilities back to the "
+                         "image's size (bilinear) before taking the argmax.")
     size_note = (f"The model runs at {fixed_size[0]}x{fixed_size[1]}: every signature resizes the images "
                  "it gets to that size as training did (antialiased bilinear) and resizes the "
                  "probabilities back, so the answers have the size of the images sent, as "
@@ -87,12 +104,9 @@ instance. Probabilities make large JSON answers; for big images prefer gRPC on p
 
 ## TFLite
 
-`tflite/<version>/{model_name}_<variant>.tflite` take one `(1, {height}, {width}, 3)` image:
+`tflite/<version>/{model_name}_<variant>.tflite` take one `(1, {in_height}, {in_width}, 3)` image:
 float32 raw pixels for `fp32`, `fp16`, `dynamic`; uint8 pixels for `int8`, quantized with the
 input tensor's scale / zero point (1.0 / 0: the raw pixels). All return float32
-probabilities `(1, {height}, {width}, {config.num_classes})`. To answer like `reseg predict`,
-resize an image to {height}x{width} as training does (bilinear with antialiasing, rounded to whole
-pixel values: `reseg_tf.inference.to_working_size`), and resize the probabilities back to the
-image's size (bilinear) before taking the argmax.
+probabilities `(1, {in_height}, {in_width}, {config.num_classes})`. {tflite_resize}
 """
     atomic_write_text(path, text)

@@ -215,16 +215,18 @@ def convert_tflite(saved_model_dir, variant, output_path, representative_images=
     return output_path.stat().st_size
 
 
-def convert_variants(model, variants, image_size, calibration, scratch, tflite_dir, tta="none"):
-    """Converts every variant from one static `image_size` SavedModel of the unrolled twin
-    (written under `scratch`, with the `tta` average baked in) into `tflite_dir`; returns
-    `{variant: path}`."""
+def convert_variants(model, variants, image_size, calibration, scratch, tflite_dir, tta="none", input_size=None):
+    """Converts every variant from one static SavedModel of the unrolled twin running at
+    `image_size` (written under `scratch`, with the `tta` average baked in, taking images of
+    `input_size`, default `image_size`: see `write_static_saved_model`) into `tflite_dir`;
+    returns `{variant: path}`. `calibration`: images at `input_size` for `int8`."""
     paths = {}
     if not variants:
         return paths
     static = Path(scratch) / "static_unrolled"
-    unrolled = write_static_saved_model(model, static, image_size, tta=tta)
-    print(f"TFLite source: static {image_size[0]}x{image_size[1]} SavedModel, {unrolled} RNNs unrolled")
+    unrolled = write_static_saved_model(model, static, image_size, tta=tta, input_size=input_size)
+    taking = f", taking {input_size[0]}x{input_size[1]} images" if input_size and tuple(input_size) != tuple(image_size) else ""
+    print(f"TFLite source: static {image_size[0]}x{image_size[1]} SavedModel{taking}, {unrolled} RNNs unrolled")
     for variant in variants:
         path = Path(tflite_dir) / f"{model.name}_{variant}.tflite"
         calibration_note = f" on {len(calibration)} calibration images" if variant == "int8" else ""
