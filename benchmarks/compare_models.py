@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result there")
     args = parser.parse_args(argv)
     (label_a, path_a), (label_b, path_b) = _labelled(args.a, "--a"), _labelled(args.b, "--b")
+    if label_a == label_b:
+        parser.error(f"--a and --b need different labels (both are {label_a!r})")
 
     import reseg_tf
     from reseg_tf.metrics import paired_bootstrap_mean_iou

@@ -34,3 +34,26 @@ def test_a_model_compared_with_itself_is_not_better_and_the_result_names_both(tm
     assert result["a"]["mean_iou"] == result["b"]["mean_iou"]
     assert result["difference"] == 0 and result["b_better"] is False and result["num_images"] == 4
     assert "is not better beyond the split's noise" in lines[-2]
+
+
+def test_each_side_is_its_own_model_and_labels_must_differ(tmp_path, capsys):
+    import pytest
+
+    import reseg_tf
+
+    paths = {}
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        model = tiny_model((32, 32, 3), num_classes=CAMVID_CLASSES,
+                           class_names=tuple(f"c{i}" for i in range(CAMVID_CLASSES)))
+        paths[seed] = tmp_path / f"tiny{seed}.keras"
+        model.save(paths[seed])
+    script = _load_script()
+    assert script.main(["--a", f"zero={paths[0]}", "--b", f"one={paths[1]}", "--resamples", "50"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = {seed: reseg_tf.evaluate(str(path), verbose=0)["mean_iou"] for seed, path in paths.items()}
+    assert expected[0] != expected[1]
+    assert result["a"]["mean_iou"] == expected[0] and result["b"]["mean_iou"] == expected[1]
+    assert result["difference"] == pytest.approx(expected[1] - expected[0])
+    with pytest.raises(SystemExit):
+        script.main(["--a", f"same={paths[0]}", "--b", f"same={paths[1]}"])

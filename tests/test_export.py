@@ -345,6 +345,19 @@ def test_export_again_makes_new_version_and_never_overwrites(trained, exported):
         export.export_model(model_path, exported.output_dir, image_size=SIZE, tflite=(), version=1)
 
 
+def test_a_version_left_by_any_format_is_never_reused(trained, tmp_path):
+    """A version whose SavedModel was deleted but whose TFLite folder remains is skipped."""
+    _, model_path, _ = trained
+    output = tmp_path / "out"
+    (output / "tflite" / "1").mkdir(parents=True)
+    (output / "tflite" / "1" / "mine.tflite").write_bytes(b"keep")
+    result = export.export_model(model_path, output, image_size=SIZE, tflite="fp32", verify=False)
+    assert result.version == 2 and (output / "tflite" / "1" / "mine.tflite").read_bytes() == b"keep"
+    with pytest.raises(FileExistsError, match="TFLite folder"):
+        export.export_model(model_path, output, image_size=SIZE, tflite="fp32", verify=False, version=1)
+    assert not (output / "saved_model" / "1").exists()
+
+
 def test_export_saved_model_alone_numbers_versions(trained, tmp_path):
     model, _, _ = trained
     first = export.export_saved_model(model, tmp_path / "serving")
@@ -353,6 +366,18 @@ def test_export_saved_model_alone_numbers_versions(trained, tmp_path):
     assert sorted(p.name for p in (tmp_path / "serving").iterdir()) == ["1", "2"]
     loaded = tf.saved_model.load(str(second))
     assert set(loaded.signatures) == set(export.SIGNATURES)
+
+
+def test_tflite_at_the_working_size_is_held_to_the_fp32_probability_bound(trained, tmp_path, monkeypatch):
+    """Without --tflite-input-size nothing is resized inside, so fp32 must match predict's
+    probabilities (not merely its classes)."""
+    from reseg_tf.export import verify
+
+    _, model_path, representative = trained
+    monkeypatch.setattr(verify, "FP32_MAX_PROB_DIFF", 0.0)
+    with pytest.raises(export.ExportVerificationError, match=r"tflite_fp32 \(max \|prob diff\|"):
+        export.export_model(model_path, tmp_path / "out", image_size=SIZE, tflite="fp32",
+                            representative_data=representative)
 
 
 def test_failed_verification_publishes_nothing(trained, tmp_path, monkeypatch):
@@ -555,5 +580,9 @@ def test_tflite_for_camera_frames_resizes_inside_and_answers_like_predict(fixed_
         assert agreement >= (0.999 if variant == "fp32" else 0.97), (variant, agreement)
     serving = (result.output_dir / "serving.md").read_text()
     assert f"take one `(1, {frame[0]}, {frame[1]}, 3)` image" in serving and "inside the file" in serving
+    assert result.tflite_input_size == frame and result.image_size == SIZE
+    assert rows["tflite_fp32"]["verified_on_images_resized_to"] == list(frame)
     with pytest.raises(ValueError, match="tflite_input_size must be positive"):
         export.export_model(fixed_size, tmp_path / "bad", tflite="fp32", tflite_input_size=(0, 56), verify=False)
+    with pytest.raises(ValueError, match="no TFLite variant"):
+        export.export_model(fixed_size, tmp_path / "bad", tflite=(), tflite_input_size=frame, verify=False)

@@ -241,6 +241,20 @@ def test_bad_inputs_give_clear_errors(tmp_path, data_dir, capsys):
     assert cli.main(_train_args(data_dir, foreign)) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (foreign / "history.csv").read_text() == "mine\n"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    assert cli.main(_train_args(data_dir, a_file)) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err and a_file.read_text() == "mine\n"
+
+
+def test_overwrite_trains_a_finished_run_again(data_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert cli.main(_train_args(data_dir, output, "--steps-per-epoch", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(_train_args(data_dir, output, "--steps-per-epoch", "1", "--overwrite")) == 0
+    out = capsys.readouterr().out
+    assert "already holds this run" not in out
+    assert "removing the previous run's files" in out and "Evaluating the best model" in out
 
 
 def _state(model):

@@ -18,9 +18,9 @@ class ExportContext:
     Attributes:
         model: the ReSeg Keras model being exported.
         config: its `ReSegConfig`.
-        image_size: `(H, W)` of the static (TFLite) models.
+        image_size: `(H, W)` the static (TFLite) models run the model at: its working size.
         tta: the test-time augmentation baked into every artifact (`"none"` or `"flip"`).
-        calibration: float32 images at `image_size` that calibrate int8, or None.
+        calibration: images at the TFLite models' input size that calibrate int8, or None.
         verification: uint8 RGB images at their own sizes, or None without verification.
     """
 
@@ -133,6 +133,9 @@ class TFLiteFormat(ExportFormat):
         if mediapipe_installed():  # the `mediapipe` extra
             rows += [verify_mediapipe(path, variant, images, reference, context.config.class_names)
                      for variant, path in artifacts.items()]
+        if resizes_inside:
+            for row in rows:  # checked on the verification images resized to the models' input
+                row["verified_on_images_resized_to"] = list(input_size)
         return rows
 
 

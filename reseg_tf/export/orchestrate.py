@@ -10,7 +10,7 @@ from reseg_tf.export.images import (load_images, read_images, representative_fil
                                     synthetic_images)
 from reseg_tf.export.formats import (ExportContext, OnnxFormat, SavedModelFormat, TFLiteFormat,
                                      requested_formats)
-from reseg_tf.export.saved_model import check_version, publish
+from reseg_tf.export.saved_model import check_version, next_version, publish
 from reseg_tf.export.serving_doc import write_serving_doc
 from reseg_tf.export.tflite import TFLITE_VARIANTS, parse_variants
 from reseg_tf.export.verify import format_report_table
@@ -31,7 +31,7 @@ class ExportResult:
         saved_model_dir: `output_dir/saved_model/<version>`.
         tflite_paths: `{variant: path}` of the `.tflite` files.
         onnx_path: the `.onnx` file, or None.
-        image_size: `(H, W)` of the TFLite models.
+        image_size: `(H, W)` the TFLite models run the model at (its working size).
         report: the verification report (also in `export_report.json`), or `None` without
             verification.
     """
@@ -43,6 +43,8 @@ class ExportResult:
     image_size: tuple
     report: dict = None
     onnx_path: Path = None
+    tflite_input_size: tuple = None  # `(H, W)` of the images the TFLite models take
+
 
 
 def resolve_image_size(model, image_size=None):
@@ -155,6 +157,9 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             "`reseg predict --mc-samples N`.")
     variants = parse_variants(tflite)
     if tflite_input_size is not None:
+        if not variants:
+            raise ValueError("tflite_input_size (--tflite-input-size) sets the TFLite models' input, but no "
+                             "TFLite variant is asked for (--tflite).")
         tflite_input_size = _positive_size(tflite_input_size, "tflite_input_size")
     formats = requested_formats(variants, onnx, tflite_input_size)
     for export_format in formats:
@@ -174,7 +179,10 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     context = ExportContext(model, config, size, tta, calibration, verification if verify else None)
     saved_model_root = output_dir / SavedModelFormat.folder
     saved_model_root.mkdir(parents=True, exist_ok=True)
-    version = check_version(saved_model_root, version)  # the SavedModel's versions number the export
+    if version is None:  # one more than the highest version of any format, so none is reused
+        version = max(next_version(output_dir / export_format.folder)
+                      for export_format in (SavedModelFormat, TFLiteFormat, OnnxFormat))
+    version = check_version(saved_model_root, version)
     for export_format in formats:
         if (output_dir / export_format.folder / str(version)).exists():
             raise FileExistsError(f"{export_format.label} folder {str(output_dir / export_format.folder / str(version))!r} "
@@ -229,10 +237,12 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                       fixed_size=model_input_size(model), version=version, tta=tta,
                       tflite_input_size=tflite_input_size)
     if report is None:
-        report = {"model": model.name, "version": version, "image_size": list(size), "tta": tta, "rows": [
+        report = {"model": model.name, "version": version, "image_size": list(size), "tta": tta,
+                  "tflite_input_size": list(tflite_input_size or size), "rows": [
             {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}
     atomic_write_json(output_dir / "export_report.json", report)
     print(f"exported {model.name!r} version {version} to {output_dir}")
     return ExportResult(output_dir=output_dir, version=version,
                         saved_model_dir=saved_model_root / str(version), tflite_paths=final_tflite,
-                        image_size=size, report=report, onnx_path=published.get(OnnxFormat.folder, {}).get("onnx"))
+                        image_size=size, report=report, onnx_path=published.get(OnnxFormat.folder, {}).get("onnx"),
+                        tflite_input_size=tuple(tflite_input_size or size) if variants else None)

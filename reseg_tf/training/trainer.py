@@ -59,6 +59,8 @@ def train(config=None, **settings):
         recipe = {name: getattr(config, name) for name in config.from_recipe}
         print(f"Preset {config.preset!r}'s recipe: {describe_recipe(recipe)} (flags override it).", flush=True)
     paths = artifact_paths(config.output)
+    if os.path.exists(config.output) and not os.path.isdir(config.output):
+        raise RunDirectoryError(f"--output {config.output} exists and is not a directory.")
     if is_finished_run(config):  # reported as it is: no weights to fetch, offline or not
         return _already_finished(config, paths)
     front_end_weights = _front_end_weights(config)
@@ -66,8 +68,6 @@ def train(config=None, **settings):
     model_config, image_size = model_config_for(config, source)
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
 
-    if os.path.exists(config.output) and not os.path.isdir(config.output):
-        raise RunDirectoryError(f"--output {config.output} exists and is not a directory.")
     os.makedirs(config.output, exist_ok=True)
     with RunLock(config.output, purpose="reseg train") as lock:
         if lock.took_over_from:
