@@ -103,13 +103,16 @@ def summarize_confusion(cm, class_names):
     }
 
 
-def paired_bootstrap_mean_iou(confusions_a, confusions_b, num_resamples=2000, seed=0, level=0.95):
+def paired_bootstrap_mean_iou(confusions_a, confusions_b, num_resamples=2000, seed=0, level=0.95, block_size=1):
     """How much of a mean IoU difference between two models is the val set's noise.
 
     Both models were evaluated on the same images; `confusions_a[i]` and `confusions_b[i]` are
     image i's confusion matrices `(C, C)`. Images are drawn with replacement `num_resamples`
     times, the same draw for both models (a paired bootstrap), and each draw's mean IoU
-    difference (b minus a) computed from the summed matrices.
+    difference (b minus a) computed from the summed matrices. With `block_size` > 1, runs of
+    that many consecutive images (in the given order) are drawn instead of single images: for
+    video frames, whose neighbours nearly repeat each other, single-image draws understate the
+    noise.
 
     Returns:
         A dict: `difference` (b - a on all images), `low` and `high` (the `level` percentile
@@ -127,12 +130,21 @@ def paired_bootstrap_mean_iou(confusions_a, confusions_b, num_resamples=2000, se
         union = cm.sum(-1) + cm.sum(-2) - true_positives
         return np.divide(true_positives, union, out=np.zeros_like(true_positives), where=union > 0).mean(-1)
 
-    counts = np.random.default_rng(seed).multinomial(len(a), np.full(len(a), 1 / len(a)), size=num_resamples)
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}.")
+    starts = range(0, len(a), int(block_size))
+    membership = np.zeros((len(starts), len(a)))  # block x image
+    for block, start in enumerate(starts):
+        membership[block, start:start + int(block_size)] = 1
+    draws = np.random.default_rng(seed).multinomial(len(starts), np.full(len(starts), 1 / len(starts)),
+                                                    size=num_resamples)
+    counts = draws @ membership  # how often each image is drawn, per resample
     differences = (mean_iou(np.einsum("rn,nij->rij", counts, b)) - mean_iou(np.einsum("rn,nij->rij", counts, a)))
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return {"difference": float(mean_iou(b.sum(0)) - mean_iou(a.sum(0))), "low": float(low), "high": float(high),
-            "p_not_better": float(np.mean(differences <= 0)), "num_images": len(a), "num_resamples": num_resamples}
+            "p_not_better": float(np.mean(differences <= 0)), "num_images": len(a), "num_resamples": num_resamples,
+            "block_size": int(block_size)}
 
 
 @keras.saving.register_keras_serializable(package="reseg_tf")

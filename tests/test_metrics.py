@@ -132,3 +132,24 @@ def test_paired_bootstrap_separates_a_gain_on_every_image_from_no_gain():
     assert same["difference"] == same["low"] == same["high"] == 0 and same["p_not_better"] == 1
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap_mean_iou(a, a[:5])
+
+
+def test_block_bootstrap_draws_runs_of_consecutive_images():
+    rng = np.random.default_rng(6)
+    a, b = _random_confusions(rng, 7), _random_confusions(rng, 7)
+    names = ("x", "y", "z")
+    result = paired_bootstrap_mean_iou(a, b, num_resamples=200, seed=2, block_size=3)
+    blocks = [[0, 1, 2], [3, 4, 5], [6]]  # the last run is shorter
+    differences = []
+    for counts in np.random.default_rng(2).multinomial(3, np.full(3, 1 / 3), size=200):
+        picked = [image for block, count in zip(blocks, counts) for _ in range(count) for image in block]
+        differences.append(summarize_confusion(b[picked].sum(0), names)["mean_iou"]
+                           - summarize_confusion(a[picked].sum(0), names)["mean_iou"])
+    assert result["low"] == pytest.approx(np.percentile(differences, 2.5))
+    assert result["high"] == pytest.approx(np.percentile(differences, 97.5))
+    assert result["block_size"] == 3
+    # One run holding every image: every draw is the whole set.
+    whole = paired_bootstrap_mean_iou(a, b, num_resamples=50, block_size=7)
+    assert whole["low"] == pytest.approx(whole["difference"]) and whole["high"] == pytest.approx(whole["difference"])
+    with pytest.raises(ValueError, match="block_size"):
+        paired_bootstrap_mean_iou(a, b, block_size=0)
