@@ -78,25 +78,31 @@ def _block_images(count, seed=0, size=(32, 32), block=8):
     return np.clip(images, 0, 255).astype(np.uint8), masks
 
 
-@pytest.mark.slow
-def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_path):
+@pytest.fixture(scope="module")
+def block_model():
+    """A tiny 32x32 model trained on `_block_images` until it segments them."""
     pytest.importorskip("mediapipe")
     import keras
+
+    from helpers import tiny_model
+
+    keras.utils.set_random_seed(1)
+    model = tiny_model((32, 32, 3), class_names=CLASSES)
+    images, masks = _block_images(32)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
+    return model
+
+
+@pytest.mark.slow
+def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(block_model, tmp_path):
     from PIL import Image
 
-    import reseg_tf
     from reseg_tf.export import export_model
     from reseg_tf.export.mediapipe_segmenter import MEDIAPIPE_MIN_AGREEMENT, category_masks
     from reseg_tf.inference import Predictor
 
-    keras.utils.set_random_seed(1)
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, front_end="none",
-                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
-    model = reseg_tf.build_model(config, input_shape=(32, 32, 3), name="tiny")
-    images, masks = _block_images(32)
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
-    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
-    model.save(tmp_path / "tiny.keras")
+    block_model.save(tmp_path / "tiny.keras")
     (tmp_path / "images").mkdir()
     for index, image in enumerate(_block_images(6, seed=1, size=(64, 64), block=16)[0]):
         Image.fromarray(image).save(tmp_path / "images" / f"{index}.png")
@@ -113,7 +119,7 @@ def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_pat
     # At the model's input size nothing is resized: the same classes everywhere. Larger images
     # are resized by MediaPipe its own way (and the probabilities back), which moves a few
     # pixels at class boundaries: 99.9% here for 2x images, held to MEDIAPIPE_MIN_AGREEMENT.
-    predictor = Predictor(model)
+    predictor = Predictor(block_model)
     for size, block, bound in (((32, 32), 8, 1.0), ((64, 64), 16, MEDIAPIPE_MIN_AGREEMENT)):
         test_images = _block_images(4, seed=2, size=size, block=block)[0]
         found, labels, _ = category_masks(result.tflite_paths["fp32"], list(test_images))
@@ -123,27 +129,16 @@ def test_mediapipes_segmenter_on_an_exported_model_agrees_with_predictor(tmp_pat
 
 
 @pytest.mark.slow
-def test_mediapipe_resizes_nothing_for_frames_of_the_tflite_input_size(tmp_path):
+def test_mediapipe_resizes_nothing_for_frames_of_the_tflite_input_size(block_model, tmp_path):
     """Exported for 48x40 frames, the model runs at 32x32 with the training resize inside: on
     such frames MediaPipe's masks are `reseg predict`'s classes (no resize of its own)."""
-    pytest.importorskip("mediapipe")
-    import keras
-
-    import reseg_tf
     from reseg_tf.export import export_model
     from reseg_tf.export.mediapipe_segmenter import category_masks
     from reseg_tf.inference import Predictor
 
-    keras.utils.set_random_seed(1)
-    config = reseg_tf.ReSegConfig(num_classes=3, class_names=CLASSES, front_end="none",
-                                  renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
-    model = reseg_tf.build_model(config, input_shape=(32, 32, 3), name="tiny")
-    images, masks = _block_images(32)
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
-    model.fit(images.astype(np.float32), masks, epochs=15, batch_size=8, verbose=0)
-    result = export_model(model, tmp_path / "out", tflite="fp32", tflite_input_size=(48, 40), verify=False)
+    result = export_model(block_model, tmp_path / "out", tflite="fp32", tflite_input_size=(48, 40), verify=False)
     frames = list(_block_images(4, seed=3, size=(48, 40), block=8)[0])
     found, labels, _ = category_masks(result.tflite_paths["fp32"], frames)
-    expected = Predictor(model).classes(np.stack(frames)).numpy()
+    expected = Predictor(block_model).classes(np.stack(frames)).numpy()
     assert labels == list(CLASSES) and np.stack(found).shape == expected.shape == (4, 48, 40)
     assert np.mean(np.stack(found) == expected) >= 0.999

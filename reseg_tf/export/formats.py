@@ -5,7 +5,8 @@ published as `DIR/<folder>/<version>/`.
 times: every format writes into a scratch folder, every artifact is verified against
 `reseg predict`, and only when all pass is each scratch folder renamed into place. Adding a
 format (say Core ML) is one `ExportFormat` subclass here and one line in `requested_formats`;
-the loops, the version numbering, the never-overwrite rule and the report are shared.
+the loops, the version numbering (over every subclass's folder), the never-overwrite rule and
+the report are shared.
 """
 import dataclasses
 from pathlib import Path
@@ -119,22 +120,22 @@ class TFLiteFormat(ExportFormat):
         from reseg_tf.inference import to_working_size
 
         input_size = self.input_size or tuple(context.image_size)
-        if input_size == tuple(context.image_size):
-            images = context.verification
-            # A model that accepts any size answers `reseg predict --image-size` at the static size.
-            reference = context.reference(context.image_size)
-        else:
+        resizes_inside = input_size != tuple(context.image_size)
+        if resizes_inside:  # checked on the frames such an app sends: the images at the input size
             images = [to_working_size(image.astype("float32"), input_size).numpy().astype("uint8")
                       for image in context.verification]
             reference = reference_probabilities(context.model, images, context.image_size, context.tta)
-        resizes_inside = input_size != tuple(context.image_size)
+        else:
+            images = context.verification
+            # A model that accepts any size answers `reseg predict --image-size` at the static size.
+            reference = context.reference(context.image_size)
         rows = [verify_tflite(path, variant, images, reference, input_size, resizes_inside=resizes_inside)
                 for variant, path in artifacts.items()]
         if mediapipe_installed():  # the `mediapipe` extra
             rows += [verify_mediapipe(path, variant, images, reference, context.config.class_names)
                      for variant, path in artifacts.items()]
         if resizes_inside:
-            for row in rows:  # checked on the verification images resized to the models' input
+            for row in rows:
                 row["verified_on_images_resized_to"] = list(input_size)
         return rows
 

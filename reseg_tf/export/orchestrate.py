@@ -8,7 +8,7 @@ from pathlib import Path
 from reseg_tf.export.errors import ExportVerificationError
 from reseg_tf.export.images import (load_images, read_images, representative_files, spread_files,
                                     synthetic_images)
-from reseg_tf.export.formats import (ExportContext, OnnxFormat, SavedModelFormat, TFLiteFormat,
+from reseg_tf.export.formats import (ExportContext, ExportFormat, OnnxFormat, SavedModelFormat, TFLiteFormat,
                                      requested_formats)
 from reseg_tf.export.saved_model import check_version, next_version, publish
 from reseg_tf.export.serving_doc import write_serving_doc
@@ -46,7 +46,6 @@ class ExportResult:
     tflite_input_size: tuple = None  # `(H, W)` of the images the TFLite models take
 
 
-
 def resolve_image_size(model, image_size=None):
     """Returns the static `(H, W)` of the TFLite models.
 
@@ -58,10 +57,7 @@ def resolve_image_size(model, image_size=None):
     config = config_from_model(model)
     fixed = model.input_shape[1:3]
     if image_size is not None:
-        try:
-            height, width = (int(v) for v in image_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"image size must be two ints (H, W), got {image_size!r}.") from None
+        height, width = _two_ints(image_size, "image size")
         stride_h, stride_w = config.input_stride
         if height < stride_h or width < stride_w:
             raise ValueError(
@@ -87,12 +83,18 @@ def resolve_image_size(model, image_size=None):
     )
 
 
-def _positive_size(value, name):
-    """`(H, W)` of two positive ints; ValueError naming `name` otherwise."""
+def _two_ints(value, name):
+    """`(H, W)` as ints; ValueError naming `name` otherwise."""
     try:
         height, width = (int(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be two ints (H, W), got {value!r}.") from None
+    return height, width
+
+
+def _positive_size(value, name):
+    """`(H, W)` of two positive ints; ValueError naming `name` otherwise."""
+    height, width = _two_ints(value, name)
     if height < 1 or width < 1:
         raise ValueError(f"{name} must be positive, got {height}x{width}.")
     return height, width
@@ -181,12 +183,14 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     saved_model_root.mkdir(parents=True, exist_ok=True)
     if version is None:  # one more than the highest version of any format, so none is reused
         version = max(next_version(output_dir / export_format.folder)
-                      for export_format in (SavedModelFormat, TFLiteFormat, OnnxFormat))
+                      for export_format in ExportFormat.__subclasses__())
     version = check_version(saved_model_root, version)
     for export_format in formats:
         if (output_dir / export_format.folder / str(version)).exists():
             raise FileExistsError(f"{export_format.label} folder {str(output_dir / export_format.folder / str(version))!r} "
                                   "already exists; refusing to overwrite it.")
+    report_header = {"model": model.name, "version": version, "image_size": list(size), "tta": tta,
+                     "tflite_input_size": list(tflite_input_size or size)}
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=saved_model_root))
     written = {}  # format -> {artifact: path in scratch}
     try:
@@ -207,8 +211,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                                                       str(output_dir / export_format.folder / str(version)))
                 rows += format_rows
             report = {
-                "model": model.name, "version": version, "image_size": list(size), "tta": tta,
-                "tflite_input_size": list(tflite_input_size or size), "num_classes": config.num_classes, "class_names": list(config.class_names),
+                **report_header, "num_classes": config.num_classes, "class_names": list(config.class_names),
                 "verification_images": "real" if files else "synthetic",
                 "num_verification_images": len(verification),
                 "verification_image_sizes": sizes,
@@ -237,8 +240,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                       fixed_size=model_input_size(model), version=version, tta=tta,
                       tflite_input_size=tflite_input_size)
     if report is None:
-        report = {"model": model.name, "version": version, "image_size": list(size), "tta": tta,
-                  "tflite_input_size": list(tflite_input_size or size), "rows": [
+        report = {**report_header, "rows": [
             {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}
     atomic_write_json(output_dir / "export_report.json", report)
     print(f"exported {model.name!r} version {version} to {output_dir}")

@@ -45,6 +45,8 @@ def prepare_output(config):
             print(f"--overwrite: removing the previous run's files in {output}.", flush=True)
             _remove_artifacts(output)
         return "fresh"
+    if is_finished_run(config):
+        return "finished"
     finished = os.path.exists(paths["metrics.json"]) or (record or {}).get("state") == "finished"
     if record is None:
         ours = [name for name, path in paths.items() if os.path.exists(path)]
@@ -63,9 +65,7 @@ def prepare_output(config):
         raise RunDirectoryError(
             f"{output} holds {kind} with other settings ({listed}); {again}{how_to_restart}."
         )
-    if finished:
-        if record.get("state") == "finished" and os.path.exists(paths["metrics.json"]):
-            return "finished"
+    if finished:  # not a complete finished run (`is_finished_run` would have said so)
         raise RunDirectoryError(f"{output} holds a finished run whose files are incomplete "
                                 f"(run.json or metrics.json is missing); {how_to_restart}.")
     if record.get("state") == "trained":
