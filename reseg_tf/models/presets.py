@@ -98,6 +98,16 @@ PRESETS = {
                     front_end_options={"output_stride": 8}, renet=((64, (2, 2)), (64, (1, 1))),
                     upsampling=((32, (2, 2)),) * 4),
     ),
+    "camvid_mobile_scratch": dict(
+        description="CamVid for phones, trained from scratch on a CPU: a narrow VGG-shaped stem "
+        "with batch norm to stride 8 (16, 32, 64, 96 filters), ReNet 64+64 units, the first on "
+        "2x2 patches (few recurrence steps, which bound phone latency), four 2x2 transposed "
+        "convs of 32 filters; trained at 264x352.",
+        image_size=(264, 352),
+        config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="scratch_stem",
+                    front_end_options={"filters": (16, 32, 64, 96)}, renet=((64, (2, 2)), (64, (1, 1))),
+                    upsampling=((32, (2, 2)),) * 4),
+    ),
     "camvid_resnet50": dict(
         description="CamVid for servers: ResNet50 to conv3 (stride 8, ImageNet weights, frozen), "
         "ReNet 100+100 units (1x1 patches), three 2x2 transposed convs of 50 filters.",
@@ -150,6 +160,7 @@ RECIPES = {
     "camvid_scratch": _CAMVID_SCRATCH_RECIPE,
     "camvid_mobilenet": _CAMVID_SCRATCH_RECIPE,
     "camvid_resnet50": PAPER_RECIPE,
+    "camvid_mobile_scratch": dict(_CAMVID_SCRATCH_RECIPE, crop_size=(176, 240)),
     "camvid_scratch_conv": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout_last": _CAMVID_SCRATCH_RECIPE,
