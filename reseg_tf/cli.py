@@ -9,7 +9,9 @@ from pathlib import Path
 
 from reseg_tf.distribute import STRATEGIES
 from reseg_tf.export import SIGNATURES, TFLITE_VARIANTS
+from reseg_tf.losses import LOSSES
 from reseg_tf.training import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS
+
 
 
 class CliError(Exception):
@@ -222,6 +224,15 @@ def _add_train(subparsers):
     parser.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                         help="with --ema: the average's decay per step (it spans about 1/(1-M) "
                         "steps); default: 0.99")
+    parser.add_argument("--loss", default=None, metavar="NAME[+NAME...]",
+                        help=f"training loss: {', '.join(LOSSES)} or a sum such as cross_entropy+lovasz "
+                        "(lovasz: Lovász-softmax, a surrogate of per-class IoU, usually a short fine-tune "
+                        "after cross-entropy; dice: soft Dice; focal: focal loss). --class-balance weighs "
+                        "the per-pixel terms (cross_entropy, focal) only. Default: the preset's recipe, "
+                        "else cross_entropy")
+    parser.add_argument("--loss-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="one weight per term of --loss (e.g. --loss cross_entropy+lovasz "
+                        "--loss-weights 1 0.5); default: 1 each")
 
     def handler(args):
         from reseg_tf.run_files import OutputLockedError
@@ -244,7 +255,8 @@ def _add_train(subparsers):
             strategy=args.strategy, tpu_address=args.tpu_address,
             time_budget=args.time_budget, cache_features=args.cache_features,
             init_from=_file_or_pretrained(args.init_from), freeze_front_end=args.freeze_front_end or None,
-            ema=args.ema, ema_momentum=args.ema_momentum,
+            ema=args.ema, ema_momentum=args.ema_momentum, loss=args.loss,
+            loss_weights=tuple(args.loss_weights) if args.loss_weights else None,
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})

@@ -8,6 +8,7 @@ import math
 import os
 
 from reseg_tf.distribute import STRATEGIES
+from reseg_tf.losses import parse_loss_spec
 from reseg_tf.models import get_preset, get_recipe
 
 PAPER_WEIGHT_DECAY = 1e-3
@@ -33,7 +34,7 @@ RECIPE_DEFAULTS = dict(
     epochs=DEFAULT_EPOCHS, batch_size=5, image_size=None, crop_size=None, optimizer="adadelta",
     learning_rate=None, weight_decay=PAPER_WEIGHT_DECAY, class_balance=False, class_balance_power=1.0,
     augment=True, augment_mode="standard", lr_schedule="constant", patience=20, ema=False,
-    ema_momentum=DEFAULT_EMA_MOMENTUM,
+    ema_momentum=DEFAULT_EMA_MOMENTUM, loss="cross_entropy", loss_weights=None,
 )
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget", "tpu_address")
@@ -123,6 +124,11 @@ class TrainConfig:
             sub-model averaging at no inference cost.
         ema_momentum: the average's decay per training step: `average = m * average + (1 - m) *
             weights`, i.e. it spans about `1 / (1 - m)` steps (0.99: about 100).
+        loss: `cross_entropy` (void-aware, class-balanced with `class_balance`), `focal`,
+            `lovasz` (Lovász-softmax, a surrogate of per-class IoU), `dice`, or a sum of them
+            such as `"cross_entropy+lovasz"` (`reseg_tf.losses.LOSSES`). Class balancing weighs
+            the per-pixel terms (cross-entropy, focal) only.
+        loss_weights: one weight per term of `loss` (default 1 each).
     """
 
     preset: str = "demo"
@@ -159,6 +165,8 @@ class TrainConfig:
     freeze_front_end: bool = False
     ema: bool = None
     ema_momentum: float = None
+    loss: str = None
+    loss_weights: tuple = None
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name
@@ -221,6 +229,10 @@ class TrainConfig:
                 or not 0 < self.ema_momentum < 1:
             raise ValueError(f"`ema_momentum` must be in (0, 1), got {self.ema_momentum!r}.")
         self.ema_momentum = float(self.ema_momentum)
+        if self.loss_weights is not None:
+            self.loss_weights = tuple(float(w) if isinstance(w, int) and not isinstance(w, bool) else w
+                                      for w in self.loss_weights)
+        parse_loss_spec(self.loss, self.loss_weights)  # raises for unknown terms or a count mismatch
         if momentum_asked and not self.ema:
             raise ValueError("--ema-momentum sets the weight average's decay: it needs --ema.")
         weights = self.front_end_weights

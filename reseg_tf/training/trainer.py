@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from reseg_tf.distribute import is_chief, make_strategy
-from reseg_tf.losses import VoidAwareCrossEntropy
+from reseg_tf.losses import make_loss
 from reseg_tf.metrics import segmentation_metrics
 from reseg_tf.models import build_model, describe_recipe, get_preset
 from reseg_tf.run_files import RunLock, atomic_write_json, read_json
@@ -131,7 +131,7 @@ def _fit(config, strategy, source, model_config, image_size, paths, verbose, fro
             fitted.compile(
                 optimizer=_optimizer(config.optimizer, config.learning_rate,
                                      ema_momentum=config.ema_momentum if config.ema else None),
-                loss=VoidAwareCrossEntropy(model_config.num_classes),
+                loss=make_loss(config.loss, model_config.num_classes, config.loss_weights),
                 metrics=segmentation_metrics(model_config.num_classes),
             )
         replicas = strategy.num_replicas_in_sync
