@@ -81,3 +81,16 @@ def test_presets_command_shows_each_recipe(capsys):
     assert "optimizer=adam" in recipe and "crop_size=180x240" in recipe and "class_balance_power=0.5" in recipe
     assert front_end.strip().startswith("front end: scratch_stem")
     assert out.count("recipe:") == out.count("front end:") == len(list_presets())
+
+
+def test_a_recipe_may_name_a_loss_and_the_flag_overrides_it(monkeypatch):
+    from reseg_tf.models import presets
+
+    monkeypatch.setitem(presets.RECIPES, "demo", dict(loss="cross_entropy+lovasz", loss_weights=(1.0, 0.5)))
+    config = TrainConfig(preset="demo")
+    assert (config.loss, config.loss_weights) == ("cross_entropy+lovasz", (1.0, 0.5))
+    assert TrainConfig(preset="demo", loss="dice", loss_weights=(1.0,)).loss == "dice"
+    assert TrainConfig(preset="camvid_scratch").loss == "cross_entropy"
+    monkeypatch.setitem(presets.RECIPES, "demo", dict(loss="iou"))
+    with pytest.raises(ValueError, match="unknown loss 'iou'"):
+        TrainConfig(preset="demo")
