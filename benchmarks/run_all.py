@@ -91,6 +91,8 @@ BENCHMARKS = (
     Benchmark("parity_bench", quick_args=("--tflite", "", "--num-images", "2"), timeout_s=1500),
     Benchmark("front_end_bench", timeout_s=3600, quick_args=("--image-size", "64", "96", "--presets", "camvid_mobilenet",
                                                              "--variants", "fp32", "--num-images", "1", "--repeats", "1")),
+    Benchmark("shipped_models_bench", timeout_s=2400, quick_args=(
+        "--models", "weizmann_horse", "--image-size", "64", "96", "--num-images", "1", "--repeats", "1")),
     Benchmark("distribute_bench", quick_args=("--image-size", "64", "96", "--steps", "6")),
     Benchmark("tile_bench", timeout_s=2400,
               quick_args=("--data-dir", "pipelines/data/camvid_sample", "--num-images", "2")),
