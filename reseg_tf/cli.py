@@ -4,6 +4,7 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function listed in
 which sets `handler` to a function taking the parsed arguments and returning an exit code.
 """
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -257,6 +258,7 @@ def _add_train(subparsers):
             init_from=_file_or_pretrained(args.init_from), freeze_front_end=args.freeze_front_end or None,
             ema=args.ema, ema_momentum=args.ema_momentum, loss=args.loss,
             loss_weights=tuple(args.loss_weights) if args.loss_weights else None,
+            command=shlex.join(["reseg", *args.argv]),
         )
         try:
             train(**{name: value for name, value in settings.items() if value is not None})
@@ -620,7 +622,9 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded by commands that keep what made their output (run.json)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -168,6 +168,11 @@ def test_lovasz_fine_tune_changes_the_weights_and_is_recorded(tmp_path, capsys):
     assert any(changed)
     settings = json.loads((tmp_path / "lovasz" / "run.json").read_text())["settings"]
     assert settings["loss"] == "cross_entropy+lovasz" and settings["loss_weights"] == [1.0, 2.0]
+    record = json.loads((tmp_path / "lovasz" / "run.json").read_text())
+    assert record["command"].startswith("reseg train ") and "--loss cross_entropy+lovasz" in record["command"]
+    base_command = json.loads((tmp_path / "base" / "run.json").read_text())["command"]
+    assert record["started_from"]["command"] == base_command and record["started_from"]["preset"] == "demo"
+    assert record["started_from"]["model"].endswith("base/model.keras")
     capsys.readouterr()
     assert cli.main(["train", *common, "--output", str(tmp_path / "bad"), "--loss", "iou"]) == 2
     assert "iou" in capsys.readouterr().err

@@ -37,7 +37,8 @@ RECIPE_DEFAULTS = dict(
     ema_momentum=DEFAULT_EMA_MOMENTUM, loss="cross_entropy", loss_weights=None,
 )
 # Settings that may change when an unfinished run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget", "tpu_address")
+RESUMABLE_CHANGES = ("epochs", "patience", "verbose", "overwrite", "num_examples", "time_budget", "tpu_address",
+                     "command")
 
 
 @dataclasses.dataclass
@@ -129,6 +130,8 @@ class TrainConfig:
             such as `"cross_entropy+lovasz"` (`reseg_tf.losses.LOSSES`). Class balancing weighs
             the per-pixel terms (cross-entropy, focal) only.
         loss_weights: one weight per term of `loss` (default 1 each).
+        command: the command line that started the run, kept in `run.json` (`reseg train` fills
+            it in) beside, for a fine-tune, the command of the run `init_from` came from.
     """
 
     preset: str = "demo"
@@ -167,6 +170,7 @@ class TrainConfig:
     ema_momentum: float = None
     loss: str = None
     loss_weights: tuple = None
+    command: str = None
 
     def __post_init__(self):
         get_preset(self.preset)  # raises for an unknown name

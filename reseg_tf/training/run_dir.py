@@ -110,6 +110,19 @@ def _differences(record, config):
     }
 
 
+def _lineage(model_path):
+    """What a fine-tune started from: the model file and, where its run folder recorded them,
+    that run's command, preset and lineage."""
+    source = read_json(os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_FILE)) or {}
+    lineage = {"model": os.path.relpath(model_path) if os.path.isabs(model_path) else model_path}
+    for key in ("command", "started_from"):
+        if key in source:
+            lineage[key] = source[key]
+    if source.get("settings", {}).get("preset"):
+        lineage["preset"] = source["settings"]["preset"]
+    return lineage
+
+
 def _jsonable(value):
     return json.loads(json.dumps(value))
 
@@ -123,4 +136,8 @@ def write_run_record(config, state, **extra):
         settings["data_dir"] = os.path.relpath(settings["data_dir"])
     record = read_json(os.path.join(config.output, RUN_FILE)) or {}
     record.update({"state": state, "settings": settings, "epochs": config.epochs}, **extra)
+    if config.command is not None:
+        record["command"] = config.command
+    if config.init_from is not None and "started_from" not in record:
+        record["started_from"] = _lineage(config.init_from)
     atomic_write_json(os.path.join(config.output, RUN_FILE), record)
