@@ -71,9 +71,8 @@ def download(name, flag="--model"):
     except errors.RepositoryNotFoundError:
         raise FileNotFoundError(f"{flag} {name}: no model {repo_id!r} on the Hub (or it is private or "
                                 "gated: log in with `hf auth login` or set HF_TOKEN).") from None
-    except (errors.HfHubHTTPError, OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{flag} {name}: could not download it from the Hub ({first_line}).") from None
+    except Exception as error:  # HTTP and connection errors of whichever HTTP client the hub uses
+        raise ValueError(f"{flag} {name}: could not download it from the Hub ({_first_line(error)}).") from None
     return folder, os.path.basename(os.path.normpath(folder))
 
 
@@ -87,8 +86,6 @@ def upload(folder, name, private=False, token=None, message="Upload a ReSeg mode
     repo_id, revision = parse_hub_name(name, "push to")
     huggingface_hub = require_huggingface_hub("reseg push")
     check_token(token)
-    from huggingface_hub import errors
-
     from reseg_tf import __version__
 
     api = huggingface_hub.HfApi(token=token, library_name="reseg_tf", library_version=__version__)
@@ -98,10 +95,13 @@ def upload(folder, name, private=False, token=None, message="Upload a ReSeg mode
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), revision=revision,
                                    commit_message=message)
-    except (errors.HfHubHTTPError, OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"reseg push {name}: the upload failed ({first_line}).") from None
+    except Exception as error:  # HTTP and connection errors of whichever HTTP client the hub uses
+        raise ValueError(f"reseg push {name}: the upload failed ({_first_line(error)}).") from None
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"
+
+
+def _first_line(error):
+    return f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0]
 
 
 def check_token(token=None):

@@ -5,7 +5,7 @@ the environment of this process. Prints one JSON line of what it saw.
     python hub_worker.py NAME OTHER_NAME MISSING_NAME IMAGES.npy IMAGE_FILE DATA_DIR OUTPUT_DIR RUN_DIR
 
 It loads NAME (load_pretrained, Keras' own hf:// loader), OTHER_NAME (load_reseg_model), tries
-MISSING_NAME and a push without a token, predicts IMAGE_FILE with `reseg predict --model NAME`
+MISSING_NAME, a push without a token and one offline, predicts IMAGE_FILE with `reseg predict --model NAME`
 and fine-tunes on DATA_DIR with `reseg train --init-from OTHER_NAME` (into OUTPUT_DIR/tuned).
 """
 import json
@@ -40,6 +40,8 @@ def main(name, other, missing, images_path, image_file, data_dir, output_dir, ru
         "pinned_revision": pinned.hub_revision,
         "missing": _error(lambda: load_reseg_model(missing)),
         "push_without_token": _error(lambda: reseg_tf.push(run_dir, "hf://someone/new", output=output_dir + "/kept")),
+        "push_offline": _error(lambda: reseg_tf.push(run_dir, "hf://someone/new", token="hf_not_checked",
+                                                     output=output_dir + "/kept_offline")),
         "predict_exit": cli.main(["predict", image_file, "--model", name, "--output", output_dir + "/predicted"]),
         "train_exit": cli.main([
             "train", "--preset", "demo", "--dataset", "folder", "--data-dir", data_dir, "--num-classes", "3",

@@ -240,6 +240,9 @@ def test_offline_errors_name_the_model_and_what_to_do(offline):
     kind, message = seen["push_without_token"]
     assert kind == "ValueError" and "token" in message and "hf auth login" in message
     assert not (out / "kept").exists()  # refused before anything was written
+    kind, message = seen["push_offline"]  # the upload's own error, through huggingface_hub
+    assert kind == "ValueError" and "reseg push hf://someone/new: the upload failed" in message
+    assert (out / "kept_offline" / "README.md").is_file()  # the folder asked for is kept
 
 
 @pytest.mark.slow
