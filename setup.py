@@ -41,6 +41,9 @@ setup(
         # of each, released together, so both wheels write the same `cv2` and `import cv2`
         # works; uninstalling either one removes `cv2` for both.
         "mediapipe": ["mediapipe>=1.2"],
+        # `reseg push` and hf://owner/name models (--model, --init-from, load_pretrained): the
+        # Hugging Face Hub client, which downloads into its own cache
+        "hub": ["huggingface_hub>=0.34"],
         # benchmarks/renet_bench.py's PyTorch peer only (the version its figures were measured
         # with); never needed to run or test the package
         "bench": ["torch==2.13.0"],

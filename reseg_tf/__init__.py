@@ -10,8 +10,10 @@ from reseg_tf.models import ReSegConfig, ReSegModel, build_model, get_preset, li
 from reseg_tf.evaluation import evaluate
 from reseg_tf.prediction import predict
 from reseg_tf.pretrained import list_pretrained, load_pretrained
+from reseg_tf.sharing import push
 from reseg_tf.training import TrainConfig, train
 
 __version__ = "0.1.0"
 __all__ = ["ReNetLayer", "ReSegConfig", "ReSegModel", "TrainConfig", "build_model", "evaluate",
-           "get_preset", "list_front_ends", "list_presets", "list_pretrained", "load_pretrained", "predict", "train"]
+           "get_preset", "list_front_ends", "list_presets", "list_pretrained", "load_pretrained", "predict", "push",
+           "train"]

@@ -79,7 +79,8 @@ def _add_export(subparsers):
         "`reseg predict` (the SavedModel takes images of any size and answers at their size).",
     )
     parser.add_argument("--model", required=True,
-                        help="the trained model's .keras file, or a pretrained model's name (see `reseg models`)")
+                        help="the trained model's .keras file or model folder, hf://owner/name[@revision], or a "
+                        "pretrained model's name (see `reseg models`)")
     parser.add_argument("--output", default=None,
                         help="export folder; default: saved_models/<model name>/. An existing "
                         "SavedModel version is never overwritten: the next version number is used")
@@ -211,8 +212,9 @@ def _add_train(subparsers):
                         help="run the frozen front end once, cache its features in OUTPUT/feature_cache/ "
                         "and train the rest on them (augmentation: feature-space flips only)")
     parser.add_argument("--init-from", default=None, metavar="MODEL",
-                        help="fine-tune: start from this trained ReSeg model (a .keras file or a "
-                        "pretrained model's name, see `reseg models`); every layer whose name and "
+                        help="fine-tune: start from this trained ReSeg model (a .keras file, a model "
+                        "folder, hf://owner/name[@revision] or a pretrained model's name, see `reseg "
+                        "models`); every layer whose name and "
                         "weight shapes match is loaded (the classifier starts fresh when the class count "
                         "differs); prints which layers were loaded and which are new")
     parser.add_argument("--freeze-front-end", action="store_true",
@@ -277,9 +279,10 @@ DEFAULT_DATASET = "camvid"
 
 def _add_model_flag(parser):
     parser.add_argument("--model", default=None,
-                        help="a trained model's .keras file, or a pretrained model's name (camvid, "
-                        "weizmann_horse, oxford_flowers17; see `reseg models`); default: the "
-                        "pretrained model of --dataset (camvid's when no --dataset is given)")
+                        help="a trained model's .keras file or model folder, hf://owner/name[@revision] "
+                        "(Hugging Face Hub), or a pretrained model's name (camvid, weizmann_horse, "
+                        "oxford_flowers17; see `reseg models`); default: the pretrained model of "
+                        "--dataset (camvid's when no --dataset is given)")
 
 
 def _file_or_pretrained(value):
@@ -607,6 +610,54 @@ def _add_report(subparsers):
 
 
 COMMANDS.append(_add_report)
+
+
+def _add_push(subparsers):
+    from reseg_tf.sharing import DEFAULT_LICENSE
+
+    parser = subparsers.add_parser(
+        "push", help="Share a trained run on the Hugging Face Hub as a model folder with a model card.",
+        description="Assemble the model (config.json + model.weights.h5, the layout keras.saving.load_model "
+        "reads), run.json, metrics.json, class names, the report's figures and a README.md model card, "
+        "and upload them to hf://owner/name (needs pip install \"reseg_tf[hub]\" and a token: `hf auth "
+        "login` or HF_TOKEN). The folder then loads anywhere a model is taken: --model hf://owner/name.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="output folder of a finished `reseg train` run")
+    parser.add_argument("name", metavar="hf://OWNER/NAME", help="the Hub model to create or update")
+    parser.add_argument("--revision", default=None, metavar="BRANCH",
+                        help="push to this branch (created from main if missing); default: main")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--license", default=DEFAULT_LICENSE, metavar="ID",
+                        help=f"the licence the card declares (a Hub licence id, e.g. apache-2.0); default: "
+                        f"{DEFAULT_LICENSE}")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="also keep the assembled folder here (a new or empty folder); it loads by path "
+                        "as --model DIR")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write the folder to --output and upload nothing")
+
+    def handler(args):
+        from reseg_tf.sharing import push
+
+        name = args.name
+        if args.revision:
+            if "@" in name:
+                raise CliError(f"{name} already names a revision; drop --revision {args.revision}.")
+            name = f"{name}@{args.revision}"
+        try:
+            result = push(args.run_dir, name, private=args.private, output=args.output, dry_run=args.dry_run,
+                          license_id=args.license)
+        except FileExistsError as error:
+            raise CliError(str(error)) from error
+        if result["folder"]:
+            print(f"wrote {result['folder']} (model card: {Path(result['folder']) / 'README.md'})")
+        if result["url"]:
+            print(f"pushed to {name}: {result['url']}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+COMMANDS.append(_add_push)
 
 
 def build_parser():

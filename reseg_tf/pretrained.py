@@ -54,9 +54,14 @@ def pretrained_path(name):
 
 def load_pretrained(name="camvid"):
     """Loads a pretrained ReSeg model by name (`camvid`, `weizmann_horse` / `horse`,
-    `oxford_flowers17` / `flowers`); it takes raw RGB 0..255 images and returns probabilities."""
+    `oxford_flowers17` / `flowers`), or a shared one from the Hugging Face Hub
+    (`hf://owner/name[@revision]`, see `reseg_tf.push`); it takes raw RGB 0..255 images and
+    returns probabilities."""
+    from reseg_tf.hub import is_hub_name
     from reseg_tf.model_io import load_reseg_model
 
+    if is_hub_name(name):
+        return load_reseg_model(name, flag="load_pretrained")
     return load_reseg_model(str(pretrained_path(name)))
 
 

@@ -110,13 +110,15 @@ def tiled_probabilities(run_windows, image, window, scale=1.0, overlap=DEFAULT_O
 
 
 def training_scale(model_path):
-    """The pixel scale a saved model was trained at, from the `run.json` beside it: the
-    `training_scale` that `reseg train` measured on the training labels, or, for runs recorded
-    before it did, the training `image_size` over its dataset's own image size (None when
-    neither is known)."""
+    """The pixel scale a saved model was trained at, from the `run.json` beside its file (in
+    it, for a model folder): the `training_scale` that `reseg train` measured on the training
+    labels, or, for runs recorded before it did, the training `image_size` over its dataset's
+    own image size (None when neither is known)."""
     from pipelines.sources import SOURCES
 
-    record_path = os.path.join(os.path.dirname(os.fspath(model_path)), "run.json")
+    model_path = os.fspath(model_path)
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    record_path = os.path.join(folder, "run.json")
     try:
         with open(record_path, encoding="utf-8") as handle:
             record = json.load(handle)

@@ -400,7 +400,7 @@ def test_converter_crash_or_failure_in_subprocess_is_a_clear_error(tmp_path):
 def test_bad_model_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         export.load_reseg_model(tmp_path / "missing.keras")
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(IsADirectoryError, match="is a directory without a model"):  # a model folder loads
         export.load_reseg_model(tmp_path)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")

@@ -8,8 +8,10 @@ import math
 import os
 
 from reseg_tf.distribute import STRATEGIES
+from reseg_tf.hub import is_hub_name
 from reseg_tf.losses import parse_loss_spec
 from reseg_tf.models import get_preset, get_recipe
+from reseg_tf.sharing import is_model_folder
 
 PAPER_WEIGHT_DECAY = 1e-3
 MONITOR = "val_mean_iou"
@@ -111,10 +113,11 @@ class TrainConfig:
             `OUTPUT/feature_cache/`, and train the rest of the model on them
             (`reseg_tf.training.feature_cache`). Gradients equal full-model training without
             augmentation; with `augment`, only left-right flips are applied, in feature space.
-        init_from: a trained ReSeg `.keras` file to start from (fine-tuning): every layer of the
-            new model whose name and weight shapes match one of its layers starts with its
-            weights; the rest (e.g. the classifier when the class count differs) start fresh
-            (`reseg_tf.training.init_from`). None: `front_end_weights` or random initialisation.
+        init_from: a trained ReSeg `.keras` file, model folder or `hf://owner/name[@revision]`
+            (recorded as given, with the Hub commit as `init_from_revision`) to start from
+            (fine-tuning): every layer of the new model whose name and weight shapes match one
+            of its layers starts with its weights; the rest (e.g. the classifier when the class
+            count differs) start fresh (`reseg_tf.training.init_from`). None: `front_end_weights` or random initialisation.
         freeze_front_end: keep the front end (the VGG-shaped stem and its batch norm) fixed:
             the one loaded by `init_from`, or, with `front_end_weights="none"`, a random one (refused
             otherwise, a random fixed front end being rarely what is meant).
@@ -219,9 +222,10 @@ class TrainConfig:
             self.data_dir = os.path.abspath(os.fspath(self.data_dir))
         if self.init_from is not None:
             self.init_from = os.fspath(self.init_from)
-            if not os.path.isfile(self.init_from):
-                raise FileNotFoundError(f"--init-from {self.init_from}: no such model file; give a "
-                                        "trained ReSeg .keras file (e.g. saved_models/camvid/model.keras).")
+            if not (is_hub_name(self.init_from) or os.path.isfile(self.init_from) or is_model_folder(self.init_from)):
+                raise FileNotFoundError(f"--init-from {self.init_from}: no such model file; give a trained "
+                                        "ReSeg .keras file (e.g. saved_models/camvid/model.keras), a model "
+                                        "folder or hf://owner/name.")
         if self.vgg_weights is not None:
             if self.front_end_weights is not None and self.front_end_weights != self.vgg_weights:
                 raise ValueError("`vgg_weights` is another name of `front_end_weights`: give one.")

@@ -77,7 +77,8 @@ def train(config=None, **settings):
         if state == "finished":
             return _already_finished(config, paths)
         if state != "trained":
-            write_run_record(config, "running", training_scale=measure_training_scale(source, image_size))
+            write_run_record(config, "running", training_scale=measure_training_scale(source, image_size),
+                             **_init_from_revision(config))
             # Ctrl-C and SIGTERM from here on only ask `stop` to raise at the next batch or epoch end.
             stop = StopOnSignal()
             with stop.handling_signals():
@@ -89,6 +90,16 @@ def train(config=None, **settings):
         if not chief:
             return {"output": config.output, "metrics": None, "best_epoch": None, "epochs_run": None}
         return _finish(config, source, paths, verbose)
+
+
+def _init_from_revision(config):
+    """`{"init_from_revision": commit}` when fine-tuning from a Hub model (the record keeps the
+    name as given and the commit it resolved to), else nothing."""
+    from reseg_tf import hub
+
+    if not hub.is_hub_name(config.init_from):
+        return {}
+    return {"init_from_revision": hub.download(config.init_from, "--init-from")[1]}
 
 
 def _front_end_weights(config):
