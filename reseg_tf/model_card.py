@@ -162,12 +162,16 @@ def model_card(model, run, metrics, model_name, hub_name=None, license_id="unkno
         f"- recipe (`run.json`): " + ", ".join(
             f"{key} {_shown(settings[key])}" for key in ("optimizer", "learning_rate", "lr_schedule", "weight_decay",
                                                           "batch_size", "image_size", "crop_size", "augment",
-                                                          "augment_mode", "class_balance", "ema")
+                                                          "augment_mode", "class_balance", "ema", "loss")
             if key in settings and settings[key] is not None),
         f"- {run.get('epochs_run', '?')} epochs run of {run.get('epochs', '?')}, best epoch "
         f"{run.get('best_epoch', '?')}. {lineage}.", "",
-        "The command that trained it (rebuilt from `run.json`; `--data-dir` is the dataset's folder):", "",
-        "```bash", train_command(run), "```", ""]
+        *(["The command that trained it (as recorded in `run.json`):", "", "```bash", run["command"], "```", ""]
+          if run.get("command") else
+          ["The command that trained it (rebuilt from `run.json`; `--data-dir` is the dataset's folder):", "",
+           "```bash", train_command(run), "```", ""]),
+        *(["The command of the run it was fine-tuned from:", "", "```bash",
+           run["started_from"]["command"], "```", ""] if run.get("started_from", {}).get("command") else [])]
     lines += _results_section(metrics, run)
     lines += [f"![{title}]({path})" for title, path in figures] + ([""] if figures else [])
     lines += [

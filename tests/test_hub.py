@@ -254,3 +254,16 @@ def test_fine_tune_from_a_hub_name_records_the_name_and_revision(shared, offline
     assert record["settings"]["init_from"] == "hf://someone/tiny-reseg@v1"
     assert record["init_from_revision"] == V1_COMMIT
     assert str(shared["cache"]) not in record_text and "snapshots" not in record_text
+
+
+def test_card_shows_the_recorded_command_and_the_fine_tunes_origin(shared, tmp_path):
+    run_dir = tmp_path / "run"
+    _write_run(run_dir, shared["model"], ("a", "b", "c"))
+    record = json.loads((run_dir / "run.json").read_text())
+    record["command"] = "reseg train --preset demo --loss cross_entropy+lovasz"
+    record["started_from"] = {"model": "base/model.keras", "command": "reseg train --preset demo --epochs 9"}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    write_model_folder(run_dir, tmp_path / "folder", "hf://someone/tiny")
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "```bash\nreseg train --preset demo --loss cross_entropy+lovasz\n```" in card
+    assert "```bash\nreseg train --preset demo --epochs 9\n```" in card
