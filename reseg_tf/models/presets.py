@@ -100,13 +100,13 @@ PRESETS = {
     ),
     "camvid_mobile_scratch": dict(
         description="CamVid for phones, trained from scratch on a CPU: a narrow VGG-shaped stem "
-        "with batch norm to stride 8 (16, 32, 64, 96 filters), ReNet 64+64 units, the first on "
-        "2x2 patches (few recurrence steps, which bound phone latency), four 2x2 transposed "
-        "convs of 32 filters; trained at 264x352.",
+        "with batch norm to stride 8 (16, 32, 64, 96 filters), ONE ReNet layer of 96 units (1x1 "
+        "patches: as few recurrence steps, which bound phone latency, as two layers on 2x2 patches, "
+        "at twice their resolution), three 2x2 transposed convs of 32 filters; trained at 264x352.",
         image_size=(264, 352),
         config=dict(num_classes=11, class_names=CAMVID_CLASSES, front_end="scratch_stem",
-                    front_end_options={"filters": (16, 32, 64, 96)}, renet=((64, (2, 2)), (64, (1, 1))),
-                    upsampling=((32, (2, 2)),) * 4),
+                    front_end_options={"filters": (16, 32, 64, 96)}, renet=((96, (1, 1)),),
+                    upsampling=((32, (2, 2)),) * 3),
     ),
     "camvid_resnet50": dict(
         description="CamVid for servers: ResNet50 to conv3 (stride 8, ImageNet weights, frozen), "
@@ -160,7 +160,7 @@ RECIPES = {
     "camvid_scratch": _CAMVID_SCRATCH_RECIPE,
     "camvid_mobilenet": _CAMVID_SCRATCH_RECIPE,
     "camvid_resnet50": PAPER_RECIPE,
-    "camvid_mobile_scratch": dict(_CAMVID_SCRATCH_RECIPE, crop_size=(176, 240)),
+    "camvid_mobile_scratch": dict(_CAMVID_SCRATCH_RECIPE, crop_size=(176, 240), epochs=60, patience=60),
     "camvid_scratch_conv": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout_last": _CAMVID_SCRATCH_RECIPE,
