@@ -160,7 +160,7 @@ RECIPES = {
     "camvid_scratch": _CAMVID_SCRATCH_RECIPE,
     "camvid_mobilenet": _CAMVID_SCRATCH_RECIPE,
     "camvid_resnet50": PAPER_RECIPE,
-    "camvid_mobile_scratch": dict(_CAMVID_SCRATCH_RECIPE, crop_size=(176, 240), epochs=60, patience=60),
+    "camvid_mobile_scratch": dict(_CAMVID_SCRATCH_RECIPE, crop_size=(176, 240), epochs=45, patience=45),
     "camvid_scratch_conv": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout": _CAMVID_SCRATCH_RECIPE,
     "camvid_scratch_dropout_last": _CAMVID_SCRATCH_RECIPE,
