@@ -28,6 +28,7 @@ setup(
     name="reseg_tf",
     version=_version(),
     description="ReSeg (Visin et al. 2016) for TensorFlow/Keras 3: training, evaluation, TF Serving and TFLite export",
+    license="Apache-2.0",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
