@@ -18,3 +18,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "reseg_tf.pretrained": ("list_pretrained", "load_pretrained"),
     "reseg_tf.training": ("TrainConfig", "train"),
 })
+
+from reseg_tf.keras_registration import register_when_keras_loads
+
+register_when_keras_loads()  # `keras.models.load_model` finds reseg_tf's classes, as before

@@ -1,5 +1,6 @@
 """`reseg --help`, `reseg COMMAND --help`, `reseg models` and `reseg presets` answer without
-importing TensorFlow or Keras, and no TensorFlow log line comes before a command's own output."""
+importing TensorFlow or Keras, no TensorFlow log line comes before a command's own output, and
+the package's names, loaded on first use, still reach Keras' deserialization."""
 import os
 import re
 import subprocess
@@ -119,3 +120,14 @@ def test_a_tensorflow_command_prints_its_own_output_first(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("demo: ")
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("imports", ["import reseg_tf, keras", "import keras, reseg_tf"])
+def test_keras_finds_the_package_classes_after_import_reseg_tf(imports, tmp_path):
+    """`keras.models.load_model` of a ReSeg file needs no other import than `reseg_tf`, whichever
+    of the two is imported first."""
+    model = ROOT / "saved_models" / "weizmann_horse" / "model.keras"
+    code = f"{imports}\nmodel = keras.models.load_model({str(model)!r})\nprint(type(model).__name__)"
+    result = _run(["-c", code], tmp_path, TF_CPP_MIN_LOG_LEVEL="3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "ReSegModel"
