@@ -9,8 +9,8 @@ Example:
     >>> train = pipelines.make_dataset("camvid", "train", augment=True, class_balance=True)
     >>> source = pipelines.get_source("camvid", data_dir="../shared/datasets/camvid")
 
-The public names load on first use (PEP 562), so that the plain-data modules (`options`,
-`mask_formats`) import without TensorFlow: the `reseg` command's flags read them.
+The public names load on first use (PEP 562), so that the plain-data module `options` imports
+without TensorFlow: the `reseg` command's flags read it.
 """
 import importlib
 

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.mask_formats import MASK_FORMATS, UNKNOWN_COLOR_MODES
-from pipelines.options import OXFORD_FLOWERS17_VARIANTS, SOURCE_NAMES, WEIZMANN_HORSE_IMAGE_FOLDERS
+from pipelines.options import (MASK_FORMATS, OXFORD_FLOWERS17_VARIANTS, SOURCE_NAMES, UNKNOWN_COLOR_MODES,
+                               WEIZMANN_HORSE_IMAGE_FOLDERS)
 from reseg_tf import __version__
 from reseg_tf.export.signatures import SIGNATURES
 from reseg_tf.options import (AUGMENT_MODES, LOSS_NAMES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS,

@@ -9,7 +9,6 @@ once, when it already has). The `reseg` command's help, which never imports Kera
 This module imports nothing of the package before Keras.
 """
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 
@@ -23,9 +22,10 @@ def register_keras_objects():
         importlib.import_module(name)
 
 
-class _RegisterAfterKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds `keras` as the other finders would, and runs `register_keras_objects` once the
-    Keras module has executed; Keras keeps its own loader."""
+class _RegisterAfterKeras:
+    """A `sys.meta_path` finder of `keras` (as the other finders would find it) and its loader
+    while it loads: runs `register_keras_objects` once the Keras module has executed; Keras keeps
+    its own loader. (Not derived from `importlib.abc`, whose import costs the CLI's help time.)"""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras":
