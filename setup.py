@@ -1,4 +1,5 @@
 """Installs the `reseg_tf` (model) and `pipelines` (tf.data input) packages and the `reseg` command."""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -12,14 +13,22 @@ PRETRAINED_FILES = ("model.keras", "metrics.json", "run.json")
 
 
 def _requirements():
+    """The run-time needs: requirements.txt without its comments."""
     lines = (HERE / "requirements.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def _version():
+    """`__version__` of reseg_tf/__init__.py, read as text (building imports nothing of the package)."""
+    text = (HERE / "reseg_tf" / "__init__.py").read_text(encoding="utf-8")
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
 
 setup(
     name="reseg_tf",
-    version="0.1.0",
+    version=_version(),
     description="ReSeg (Visin et al. 2016) for TensorFlow/Keras 3: training, evaluation, TF Serving and TFLite export",
+    license="Apache-2.0",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -33,6 +42,14 @@ setup(
     },
     install_requires=_requirements(),
     extras_require={
+        # the test suite (README's second line, .ci/run)
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",  # a hung test fails with its name instead of stalling the run
+            "pytest-xdist>=3.5",  # the suite runs on two worker processes (one test file per worker at a time)
+        ],
+        # headless execution of examples/colab_quickstart.ipynb (tests/test_notebook.py)
+        "notebook": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
         # `reseg export --onnx` (Keras' model.export(format="onnx") uses tf2onnx; verification runs onnxruntime)
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
         # export verification in MediaPipe Tasks' ImageSegmenter. Its wheel depends on

@@ -24,8 +24,7 @@ import os
 
 import numpy as np
 
-MASK_FORMATS = ("index", "rgb", "palette")
-UNKNOWN_COLOR_MODES = ("error", "void")
+from pipelines.options import MASK_FORMATS, UNKNOWN_COLOR_MODES
 VOID_NAME = "void"
 # Raw value the rgb reader gives void and (with unknown_colors="void") unknown colours.
 RGB_VOID_RAW = 255

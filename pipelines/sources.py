@@ -34,6 +34,8 @@ from PIL import Image
 from pipelines.files import BadFileError, inspect_image_file, read_orientation
 from pipelines.image_ops import decode_image, orient_image, resize_image
 from pipelines.mask_formats import MASK_FORMATS, RGB_VOID_RAW, UNKNOWN_COLOR_MODES, read_class_palette, rgb_to_raw
+from pipelines.options import (OXFORD_FLOWERS17_FOLDERS, OXFORD_FLOWERS17_VARIANTS, SOURCE_NAMES,
+                              WEIZMANN_HORSE_IMAGE_FOLDERS)
 from pipelines.palettes import BINARY_PALETTE, CAMVID_PALETTE, default_palette
 from pipelines.splits import (ALL_SPLIT, DEFAULT_SPLIT_RATIOS, SPLIT_NAMES, listed_splits, pairs_by_stem,
                               read_split_list, require_dir, seeded_split)
@@ -310,7 +312,7 @@ class WeizmannHorseSource(_UnsplitSource):
     # JPEG masks are sometimes stored as RGB JPEGs; they are read as grayscale.
     mask_modes = ("L", "RGB", "P", "1")
 
-    IMAGE_FOLDERS = ("rgb", "gray")
+    IMAGE_FOLDERS = WEIZMANN_HORSE_IMAGE_FOLDERS
 
     def __init__(self, data_dir, images="rgb", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
         if images not in self.IMAGE_FOLDERS:
@@ -353,8 +355,8 @@ class OxfordFlowers17Source(_UnsplitSource):
 
     name = "oxford_flowers17"
     mask_modes = ("P", "L", "1", "RGB", "RGBA")
-    _VARIANT_DIRS = {"original": ("jpg", "trimaps"), "256": ("images_256", "labels_256")}
-    VARIANTS = ("auto", *_VARIANT_DIRS)
+    _VARIANT_DIRS = OXFORD_FLOWERS17_FOLDERS
+    VARIANTS = OXFORD_FLOWERS17_VARIANTS
 
     def __init__(self, data_dir, variant="auto", split_ratios=DEFAULT_SPLIT_RATIOS, split_seed=0):
         if variant not in self.VARIANTS:
@@ -503,12 +505,8 @@ class FolderSource(DataSource):
     read_raw_mask = staticmethod(_read_pil_mask(np.asarray))
 
 
-SOURCES = {
-    "camvid": CamVidSource,
-    "weizmann_horse": WeizmannHorseSource,
-    "oxford_flowers17": OxfordFlowers17Source,
-    "folder": FolderSource,
-}
+SOURCES = dict(zip(SOURCE_NAMES, (CamVidSource, WeizmannHorseSource, OxfordFlowers17Source, FolderSource),
+                   strict=True))
 
 
 def get_source(name, data_dir=None, **options):

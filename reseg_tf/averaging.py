@@ -23,8 +23,7 @@ import keras
 import tensorflow as tf
 
 from reseg_tf.layers import ResizeToReference
-
-TTA_MODES = ("none", "flip")
+from reseg_tf.options import TTA_MODES
 
 
 def dropout_layers(model):

@@ -2,16 +2,24 @@
 
 Each subcommand is registered by an `_add_<name>(subparsers)` function listed in `COMMANDS`,
 which sets `handler` to a function taking the parsed arguments and returning an exit code.
+
+The flags' choices come from plain-data modules that import no TensorFlow; every module that
+does is imported inside the handler that needs it. That laziness is the point: `reseg --help`,
+`reseg COMMAND --help`, `reseg models` and `reseg presets` answer at once. Before any other
+handler runs, `main` imports TensorFlow without its start-up log lines.
 """
 import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from reseg_tf.distribute import STRATEGIES
-from reseg_tf.export import SIGNATURES, TFLITE_VARIANTS
-from reseg_tf.losses import LOSSES
-from reseg_tf.training import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS
+from pipelines.options import (MASK_FORMATS, OXFORD_FLOWERS17_VARIANTS, SOURCE_NAMES, UNKNOWN_COLOR_MODES,
+                               WEIZMANN_HORSE_IMAGE_FOLDERS)
+from reseg_tf import __version__
+from reseg_tf.export.signatures import SIGNATURES
+from reseg_tf.options import (AUGMENT_MODES, LOSS_NAMES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS,
+                              STRATEGIES, TFLITE_VARIANTS, TTA_MODES)
+from reseg_tf.quiet_tensorflow import import_tensorflow_quietly
 
 
 
@@ -56,18 +64,20 @@ def _add_presets(subparsers):
 
     def handler(args):
         from reseg_tf.front_ends import describe_front_end
-        from reseg_tf.models import PRESETS, describe_recipe, get_preset, get_recipe
+        from reseg_tf.models import PRESETS, describe_recipe, get_recipe
 
         for name in sorted(PRESETS):
             preset = PRESETS[name]
             height, width = preset["image_size"]
-            config = get_preset(name)[0]
+            config = preset["config"]  # plain data: a ReSegConfig would import Keras
+            front_end = describe_front_end(config["front_end"], config.get("front_end_options"),
+                                           config.get("freeze_front_end"))
             print(f"{name}  (model size {height}x{width})  {preset['description']}")
-            print(f"    front end: {describe_front_end(config.front_end, config.front_end_settings, config.freeze_front_end)}")
+            print(f"    front end: {front_end}")
             print(f"    recipe: {describe_recipe(get_recipe(name))}")
         return 0
 
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, needs_tensorflow=False)
 
 
 def _add_export(subparsers):
@@ -228,7 +238,7 @@ def _add_train(subparsers):
                         help="with --ema: the average's decay per step (it spans about 1/(1-M) "
                         "steps); default: 0.99")
     parser.add_argument("--loss", default=None, metavar="NAME[+NAME...]",
-                        help=f"training loss: {', '.join(LOSSES)} or a sum such as cross_entropy+lovasz "
+                        help=f"training loss: {', '.join(LOSS_NAMES)} or a sum such as cross_entropy+lovasz "
                         "(lovasz: Lovász-softmax, a surrogate of per-class IoU, usually a short fine-tune "
                         "after cross-entropy; dice: soft Dice; focal: focal loss). --class-balance weighs "
                         "the per-pixel terms (cross_entropy, focal) only. Default: the preset's recipe, "
@@ -347,7 +357,7 @@ def _add_models(subparsers):
                   f"    {where}")
         return 0
 
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, needs_tensorflow=False)
 
 
 COMMANDS.append(_add_models)
@@ -355,8 +365,6 @@ COMMANDS.append(_add_models)
 
 def _add_averaging_flags(parser, mc=True):
     """--tta / --mc-samples / --mc-seed: averaged inference (`reseg_tf.averaging`)."""
-    from reseg_tf.averaging import TTA_MODES
-
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation: 'flip' averages the class probabilities of each image "
                         "and of its horizontal mirror (2 passes); default: none")
@@ -476,12 +484,9 @@ COMMANDS.extend([_add_train, _add_evaluate, _add_predict])
 
 def _add_data_source_flags(parser):
     """Flags naming a `pipelines` data source and its options (verify-dataset, show-dataset)."""
-    from pipelines.mask_formats import MASK_FORMATS, UNKNOWN_COLOR_MODES
-    from pipelines.sources import SOURCES, OxfordFlowers17Source, WeizmannHorseSource
-
     # Not `choices`: get_source names the unknown dataset and lists the known ones.
     parser.add_argument("--dataset", default="camvid",
-                        help=f"data source: {', '.join(SOURCES)}; default: camvid")
+                        help=f"data source: {', '.join(SOURCE_NAMES)}; default: camvid")
     parser.add_argument("--data-dir", default=None,
                         help="dataset root folder; default (camvid only): the embedded CamVid sample")
     parser.add_argument("--num-classes", type=int, default=None,
@@ -497,9 +502,9 @@ def _add_data_source_flags(parser):
     parser.add_argument("--unknown-colors", choices=UNKNOWN_COLOR_MODES, default=None,
                         help="folder datasets with --mask-format rgb: colours not in --palette are an "
                         "error (listing them and a mask that has them) or void; default: error")
-    parser.add_argument("--images", choices=WeizmannHorseSource.IMAGE_FOLDERS, default=None,
+    parser.add_argument("--images", choices=WEIZMANN_HORSE_IMAGE_FOLDERS, default=None,
                         help="weizmann_horse: which image folder to read; default: rgb")
-    parser.add_argument("--variant", choices=OxfordFlowers17Source.VARIANTS, default=None,
+    parser.add_argument("--variant", choices=OXFORD_FLOWERS17_VARIANTS, default=None,
                         help="oxford_flowers17: jpg/+trimaps/ ('original') or images_256/+labels_256/ "
                              "('256'); default: auto")
 
@@ -665,6 +670,8 @@ def build_parser():
         prog="reseg",
         description="ReSeg semantic segmentation: train, evaluate, predict, export, inspect data.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version of reseg_tf and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(subparsers)
@@ -679,6 +686,8 @@ def main(argv=None):
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if getattr(args, "needs_tensorflow", True):
+        import_tensorflow_quietly()
     try:
         return args.handler(args)
     except (CliError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,

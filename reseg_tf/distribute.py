@@ -9,7 +9,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+from reseg_tf.options import STRATEGIES
 
 
 def make_strategy(name="default", tpu_address=None):

@@ -28,6 +28,8 @@ trainer (`reseg_tf.train`) uses 1e-3 by default; pass `weight_decay=0` to turn i
 import keras
 from keras import ops
 
+from reseg_tf.options import LOSS_NAMES
+
 
 def _labels_and_valid(y_true, y_pred, num_classes):
     """int32 labels `(B, H, W)` with void replaced by class 0, and the valid-pixel mask."""
@@ -301,13 +303,9 @@ class CompoundLoss(keras.losses.Loss):
                 "weights": self.weights}
 
 
-# The loss names `make_loss` (and `reseg train --loss`) accept.
-LOSSES = {
-    "cross_entropy": VoidAwareCrossEntropy,
-    "focal": VoidAwareFocalLoss,
-    "lovasz": LovaszSoftmaxLoss,
-    "dice": DiceLoss,
-}
+# The loss names `make_loss` (and `reseg train --loss`) accept, each with its class.
+LOSSES = dict(zip(LOSS_NAMES, (VoidAwareCrossEntropy, VoidAwareFocalLoss, LovaszSoftmaxLoss, DiceLoss),
+                  strict=True))
 
 
 def parse_loss_spec(spec, weights=None):

@@ -1,6 +1,7 @@
 """The default models are package data: in the wheel, and loadable by name after a plain install."""
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -87,3 +88,24 @@ def test_plain_install_loads_each_model_by_name_outside_the_checkout(wheel, tmp_
     listed = subprocess.run([sys.executable, "-m", "reseg_tf.cli", "models"], cwd=elsewhere, env=env,
                             capture_output=True, text=True)
     assert listed.returncode == 0 and listed.stdout.count("selected on val") == 3
+
+
+@pytest.mark.slow
+def test_wheel_declares_run_time_needs_only_and_the_package_version(wheel):
+    import reseg_tf
+
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    assert f"Version: {reseg_tf.__version__}" in lines
+    requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+    always = {re.split(r"[<>=~!;\[ ]", r)[0].lower() for r in requires if "extra ==" not in r}
+    extras = {}
+    for requirement in requires:
+        if "extra ==" in requirement:
+            extra = re.search(r"extra == ['\"](\w+)['\"]", requirement).group(1)
+            extras.setdefault(extra, set()).add(re.split(r"[<>=~!;\[ ]", requirement)[0].lower())
+    assert {"tensorflow", "keras", "numpy"} <= always
+    assert not always & {"pytest", "pytest-timeout", "pytest-xdist", "nbclient", "nbformat", "ipykernel"}
+    assert {"pytest", "pytest-timeout", "pytest-xdist"} <= extras["test"]
+    assert {"nbclient", "nbformat", "ipykernel"} <= extras["notebook"]

@@ -30,39 +30,27 @@ ops only; clients resize as the contract does (`tflite.tflite_image_probabilitie
 Verification (`verify.py`) compares every artifact with `reseg_tf.inference.Predictor` on real
 images at their own size.
 """
-from reseg_tf.export.errors import ExportVerificationError, TFLiteConversionError
-from reseg_tf.export.formats import (ExportContext, ExportFormat, OnnxFormat, SavedModelFormat, TFLiteFormat,
-                                     requested_formats)
-from reseg_tf.export.images import (IMAGE_SUBDIRS, find_images, load_images, read_images,
-                                    representative_files, sample_data_dir, spread_files,
-                                    synthetic_images)
-from reseg_tf.export.orchestrate import (DEFAULT_EXPORT_ROOT, ExportResult, default_output_dir,
-                                         export_model, resolve_image_size)
-from reseg_tf.export.signatures import OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES, ServingSignature
-from reseg_tf.export.saved_model import (check_version, export_saved_model,
-                                         export_twin, next_version, publish, saved_model_op_types,
-                                         serving_functions, write_archive, write_serving_saved_model,
-                                         write_static_saved_model)
-from reseg_tf.export.serving_doc import write_serving_doc
-from reseg_tf.export.tflite import (TFLITE_VARIANTS, convert_tflite, convert_variants, load_tflite,
-                                    parse_variants, tflite_image_probabilities, tflite_predict_fn,
-                                    tflite_size_breakdown)
-from reseg_tf.export.onnx import onnx_available, write_onnx
-from reseg_tf.export.verify import (FP32_MAX_PROB_DIFF, MIN_AGREEMENT, format_report_table,
-                                    reference_probabilities, verify_onnx, verify_saved_model, verify_tflite)
-from reseg_tf.model_io import load_reseg_model
+from reseg_tf.lazy_exports import lazy_exports
 
-__all__ = [
-    "DEFAULT_EXPORT_ROOT", "ExportContext", "ExportFormat", "ExportResult", "OnnxFormat", "SavedModelFormat",
-    "SERVING_SIGNATURES", "ServingSignature", "TFLiteFormat", "requested_formats", "ExportVerificationError", "FP32_MAX_PROB_DIFF",
-    "IMAGE_SUBDIRS", "MIN_AGREEMENT", "OUTPUT_KEYS", "SIGNATURES", "TFLITE_VARIANTS",
-    "TFLiteConversionError", "check_version", "convert_tflite", "convert_variants",
-    "default_output_dir", "export_model", "export_saved_model", "export_twin", "find_images",
-    "format_report_table", "load_images", "load_reseg_model", "load_tflite", "next_version",
-    "parse_variants", "publish", "read_images", "reference_probabilities", "representative_files",
-    "onnx_available", "resolve_image_size", "sample_data_dir", "saved_model_op_types", "serving_functions",
-    "spread_files", "synthetic_images", "tflite_image_probabilities", "tflite_predict_fn",
-    "tflite_size_breakdown",
-    "verify_onnx", "verify_saved_model", "verify_tflite", "write_archive", "write_onnx", "write_serving_doc",
-    "write_serving_saved_model", "write_static_saved_model",
-]
+# The public names load on first use (`reseg_tf.lazy_exports`): `reseg export --help` reads the
+# signature names without importing TensorFlow.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "reseg_tf.export.errors": ("ExportVerificationError", "TFLiteConversionError"),
+    "reseg_tf.export.formats": ("ExportContext", "ExportFormat", "OnnxFormat", "SavedModelFormat",
+        "TFLiteFormat", "requested_formats"),
+    "reseg_tf.export.images": ("IMAGE_SUBDIRS", "find_images", "load_images", "read_images",
+        "representative_files", "sample_data_dir", "spread_files", "synthetic_images"),
+    "reseg_tf.export.orchestrate": ("DEFAULT_EXPORT_ROOT", "ExportResult", "default_output_dir",
+        "export_model", "resolve_image_size"),
+    "reseg_tf.export.signatures": ("OUTPUT_KEYS", "SERVING_SIGNATURES", "SIGNATURES", "ServingSignature"),
+    "reseg_tf.export.saved_model": ("check_version", "export_saved_model", "export_twin", "next_version",
+        "publish", "saved_model_op_types", "serving_functions", "write_archive", "write_serving_saved_model",
+        "write_static_saved_model"),
+    "reseg_tf.export.serving_doc": ("write_serving_doc",),
+    "reseg_tf.export.tflite": ("TFLITE_VARIANTS", "convert_tflite", "convert_variants", "load_tflite",
+        "parse_variants", "tflite_image_probabilities", "tflite_predict_fn", "tflite_size_breakdown"),
+    "reseg_tf.export.onnx": ("onnx_available", "write_onnx"),
+    "reseg_tf.export.verify": ("FP32_MAX_PROB_DIFF", "MIN_AGREEMENT", "format_report_table",
+        "reference_probabilities", "verify_onnx", "verify_saved_model", "verify_tflite"),
+    "reseg_tf.model_io": ("load_reseg_model",),
+})

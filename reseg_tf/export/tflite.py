@@ -24,8 +24,7 @@ import numpy as np
 
 from reseg_tf.export.errors import ExportVerificationError, TFLiteConversionError, clean_stderr
 from reseg_tf.export.saved_model import write_static_saved_model
-
-TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+from reseg_tf.options import TFLITE_VARIANTS
 
 
 def parse_variants(tflite):

@@ -3,10 +3,8 @@
 
 The cut backbone is one nested model in the ReSeg graph, named after the front end. ImageNet
 weights come from Keras' own weights files (the full backbone is built with them and the
-layers of the cut copied by name).
+layers of the cut copied by name). Keras is imported where layers are built (see `base.py`).
 """
-import keras
-
 from reseg_tf.front_ends.base import FrontEnd, register_front_end
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -48,10 +46,14 @@ class KerasApplication(FrontEnd):
         return (self.name,)
 
     def _full(self, weights=None):
+        import keras
+
         return getattr(keras.applications, self.constructor)(
             include_top=False, weights=weights, input_shape=(None, None, 3), **self.constructor_arguments)
 
     def build(self, x, options, trainable, regularizer):
+        import keras
+
         full = self._full()
         backbone = keras.Model(full.input, full.get_layer(self.cuts[options["output_stride"]][0]).output,
                                name=self.name)

@@ -1,8 +1,11 @@
-"""What a front end declares, and the registry that holds them."""
+"""What a front end declares, and the registry that holds them.
+
+The front-end modules import Keras inside the methods that build layers or load weights, not at
+the top: the registry (names, strides, channels, weight sources) then loads without Keras, and
+`reseg presets` answers without importing TensorFlow.
+"""
 import os
 import socket
-
-import keras
 
 # Where a front end's starting weights can come from.
 WEIGHT_SOURCES = ("imagenet", "file", "none")
@@ -104,6 +107,8 @@ class FrontEnd:
         raise NotImplementedError
 
     def _download(self, file_name, url, md5):
+        import keras
+
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a network that drops packets fails, not hangs
         try:

@@ -1,10 +1,9 @@
 """VGG-shaped front ends: VGG16 itself (the paper's) and the from-scratch stem.
 
 Both name their layers as `keras.applications.VGG16` does (`block1_conv1`, `block1_pool`,
-...), so VGG16 weights load by name and fine-tuning matches layers across them.
+...), so VGG16 weights load by name and fine-tuning matches layers across them. Keras is
+imported where layers are built (see `base.py`).
 """
-import keras
-
 from reseg_tf.front_ends.base import FrontEnd, register_front_end
 
 VGG16_FILTERS = (64, 128, 256, 512)
@@ -24,6 +23,8 @@ def vgg_layer_names(blocks, batch_norm=False):
 
 def build_vgg_blocks(x, filters, batch_norm, trainable, regularizer):
     """VGG blocks of `filters[i]` channels, 2x2 max pooling between them (not after the last)."""
+    import keras
+
     for block, (width, convs) in enumerate(zip(filters, VGG_CONVS_PER_BLOCK), start=1):
         for conv in range(1, convs + 1):
             x = keras.layers.Conv2D(
@@ -78,6 +79,8 @@ class VGG16(FrontEnd):
     def load_weights(self, model, path, options):
         """`path`: the Keras VGG16 "notop" `.h5` download, or any `.weights.h5` saved from
         `keras.applications.VGG16(include_top=False)`."""
+        import keras
+
         try:
             vgg = keras.applications.VGG16(include_top=False, weights=path, input_shape=(None, None, 3))
         except Exception as error:  # Keras raises several types for bad/mismatched files.

@@ -1,11 +1,15 @@
-"""ReSeg model builder, config and presets."""
-from reseg_tf.front_ends import FrontEndWeightsError
-from reseg_tf.models.config import BINARY_CLASSES, CAMVID_CLASSES, ReSegConfig
-from reseg_tf.models.presets import PRESETS, RECIPES, describe_recipe, get_preset, get_recipe, list_presets
-from reseg_tf.models.reseg import ReSegModel, build_model, config_from_model, front_end_layers, with_input_size
+"""ReSeg model builder, config and presets.
 
-__all__ = [
-    "BINARY_CLASSES", "CAMVID_CLASSES", "FrontEndWeightsError", "PRESETS", "RECIPES", "ReSegConfig", "ReSegModel",
-    "build_model", "config_from_model", "describe_recipe", "front_end_layers", "get_preset", "get_recipe",
-    "list_presets", "with_input_size",
-]
+The public names load on first use (`reseg_tf.lazy_exports`): the presets and recipes are plain
+data that `reseg presets` reads without importing Keras.
+"""
+from reseg_tf.lazy_exports import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "reseg_tf.front_ends": ("FrontEndWeightsError",),
+    "reseg_tf.models.class_names": ("BINARY_CLASSES", "CAMVID_CLASSES"),
+    "reseg_tf.models.config": ("ReSegConfig",),
+    "reseg_tf.models.presets": ("PRESETS", "RECIPES", "describe_recipe", "get_preset", "get_recipe", "list_presets"),
+    "reseg_tf.models.reseg": ("ReSegModel", "build_model", "config_from_model", "front_end_layers",
+                              "with_input_size"),
+})

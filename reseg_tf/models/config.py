@@ -4,12 +4,8 @@ import json
 
 from reseg_tf.front_ends import get_front_end
 from reseg_tf.layers.renet import DIRECTION_MODES, RNN_CLASSES, SWEEP_ORDERS, _as_pair
+from reseg_tf.models.class_names import CAMVID_CLASSES
 
-CAMVID_CLASSES = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
-)
-BINARY_CLASSES = ("background", "foreground")
 CONTEXT_LAYERS = ("renet", "conv")
 # The front-end fields of configs written before front ends were a registry (`.keras` files
 # hold them); `from_dict` maps them to `front_end` and its options. Their defaults then.

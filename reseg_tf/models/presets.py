@@ -3,7 +3,7 @@
 Presets are plain data. `image_size` is the (height, width) the preset is trained at; the
 models themselves accept other sizes.
 """
-from reseg_tf.models.config import BINARY_CLASSES, CAMVID_CLASSES, ReSegConfig
+from reseg_tf.models.class_names import BINARY_CLASSES, CAMVID_CLASSES
 
 # The CPU-from-scratch architecture (no ImageNet weights): a VGG16-shaped front end at half
 # width with batch norm, trained; ReNet 64+64 units (1x1 patches); two 2x2 transposed convs of
@@ -133,6 +133,10 @@ def list_presets():
 
 def get_preset(name):
     """Returns `(ReSegConfig, image_size, description)` of a built-in preset."""
+    # Imported here, not above: the config checks its front end and ReNet layers, which import
+    # Keras, and the preset data must load without Keras (`reseg presets`).
+    from reseg_tf.models.config import ReSegConfig
+
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
     preset = PRESETS[name]

@@ -1,33 +1,22 @@
-"""`TrainConfig`, the settings of a training run, and the names of the options it accepts.
+"""`TrainConfig`, the settings of a training run.
 
-The option lists are the one definition of what each setting accepts; the `reseg train` flags
-take their choices from here.
+The names each setting accepts are defined once in `reseg_tf.options` (plain data, which the
+`reseg train` flags read without importing TensorFlow); they are imported here again.
 """
 import dataclasses
 import math
 import os
 
-from reseg_tf.distribute import STRATEGIES
 from reseg_tf.hub import is_hub_name
 from reseg_tf.losses import parse_loss_spec
 from reseg_tf.models import get_preset, get_recipe
+from reseg_tf.options import AUGMENT_MODES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS, STRATEGIES
 from reseg_tf.sharing import is_model_folder
 
 PAPER_WEIGHT_DECAY = 1e-3
 MONITOR = "val_mean_iou"
 DEFAULT_EPOCHS = 200
-# name: (`keras.optimizers` class name, its arguments).
-OPTIMIZERS = {
-    # The paper's Adadelta is Lasagne's (lr 1.0, rho 0.95, eps 1e-6), not Keras' defaults.
-    "adadelta": ("Adadelta", dict(learning_rate=1.0, rho=0.95, epsilon=1e-6)),
-    "adam": ("Adam", dict(learning_rate=1e-3)),
-    "sgd": ("SGD", dict(learning_rate=1e-2, momentum=0.9)),
-    "rmsprop": ("RMSprop", dict(learning_rate=1e-3)),
-}
-AUGMENT_MODES = ("standard", "flip")
 FLIP_ONLY = dict(hflip=True, scale_range=None, max_shift=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
-LR_SCHEDULES = ("constant", "cosine")
-MIXED_PRECISION_MODES = ("auto", "float16", "bfloat16")
 MIXED_PRECISION = (False, True, *MIXED_PRECISION_MODES)
 DEFAULT_EMA_MOMENTUM = 0.99
 # The settings a preset's recipe (`reseg_tf.models.get_recipe`) may give, and what a setting
