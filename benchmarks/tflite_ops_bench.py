@@ -1,7 +1,9 @@
 """Operators and latency of `.tflite` files side by side, timed interleaved in one run.
 
 For each `--tflite LABEL=FILE`: its operator count and most frequent operators, its GPU delegate
-check (`reseg_tf.export.tflite_analysis`), and ms per image at each `--threads` count. The files
+check (`reseg_tf.export.tflite_analysis`), and ms per image at each `--threads` count, in wall
+time (`ms_N_threads`) and in the process's CPU time (`cpu_ms_N_threads`: with one thread, the
+time the interpreter itself ran, steadier than wall time on a shared machine). The files
 are timed in turns (round after round, each round every file at every thread count) so that a
 busy machine slows them alike; each figure is the median over the rounds. Images: real CamVid
 frames at each file's input size (uint8 for int8 files), as `front_end_bench.py` feeds them.
@@ -14,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,18 +50,21 @@ def main():
     for label, path in files.items():
         size = tuple(int(v) for v in export.load_tflite(path).get_input_details()[0]["shape"][1:3])
         images[label] = export.load_images(paths, size)
-    times = {(label, n): [] for label in files for n in threads}
+    clocks = {"ms": time.perf_counter, "cpu_ms": time.process_time}
+    times = {(label, n, clock): [] for label in files for n in threads for clock in clocks}
     for _ in range(args.rounds):
         for n in threads:
             for label, path in files.items():
-                times[label, n].append(tflite_ms(path, images[label], 1, n))
+                for clock, read in clocks.items():
+                    times[label, n, clock].append(tflite_ms(path, images[label], 1, n, read))
     rows = {}
     for label, path in files.items():
         analysis = analyze_tflite(path)
         rows[label] = {"file": os.path.relpath(path, ROOT), "operators": analysis["operators"],
                        "top_ops": analysis["top_ops"], "gpu_compatible": analysis["gpu_compatible"],
                        "unsupported_ops": analysis["unsupported_ops"],
-                       **{f"ms_{n}_threads": statistics.median(times[label, n]) for n in threads}}
+                       **{f"{clock}_{n}_threads": statistics.median(times[label, n, clock])
+                          for n in threads for clock in clocks}}
     print(json.dumps({"benchmark": "tflite_ops", "cpu_count": os.cpu_count(), "rounds": args.rounds,
                       "images": os.path.relpath(images_dir, ROOT), "files": rows}))
 

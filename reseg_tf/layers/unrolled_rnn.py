@@ -18,12 +18,12 @@ z, r, h; see `reseg_tf.layers.fast_rnn`):
   one fully connected product with a block-diagonal recurrent kernel `[R_z, R_r, R_n]`, one add
   of the step's input `[x_z, x_r, b_n]` (the candidate's recurrent bias rides on the input,
   not on the product: an int8 converter gives a fully connected op's bias a per-channel int32
-  copy, with its own quantization parameters, at every step), a split of the candidate's
-  product from the gates, one sigmoid, a split of z from r, `n = tanh(x_n + r * (h R_n + b_n))`
+  copy, with its own quantization parameters, at every step), one split into z, r and the
+  candidate's product, a sigmoid each for z and r, `n = tanh(x_n + r * (h R_n + b_n))`
   (mul, add, tanh) and `h' = n + z * (h - n)` (sub, mul, add). Fewer would change the maths
-  or the weights: the sigmoid must not see the candidate's product, so it is split off before
-  and z from r after; the update needs its three ops; a second product instead of a split
-  costs more;
+  or the weights: the sigmoid must not see the candidate's product (one sigmoid over z and r
+  would need a second split, as costly as a second sigmoid, and copies more); the update needs
+  its three ops; a second product instead of the split costs more;
 - step 0 starts from a zero state, so it has no recurrent product at all.
 
 The unrolled graph needs a static number of steps. Its gradient is TensorFlow's own, so the
@@ -118,8 +118,8 @@ def unrolled_gru(sequence, weights, reverse):
     for t in range(steps):
         # Step 0 starts from a zero state: no recurrent product.
         gates = step_gates[t] if h is None else step_gates[t] + tf.matmul(h, recurrent_kernel)
-        zr, recurrent_n = tf.split(gates, [2 * width, width], axis=-1)
-        z, r = tf.split(tf.sigmoid(zr), 2, axis=-1)
+        z, r, recurrent_n = tf.split(gates, 3, axis=-1)
+        z, r = tf.sigmoid(z), tf.sigmoid(r)
         n = tf.tanh(step_n[t] + r * recurrent_n)
         h = n - z * n if h is None else n + z * (h - n)
         h.set_shape([None, width])
