@@ -59,6 +59,19 @@ def train_step_seconds(model, image_size, batch_size, repeats):
     return (time.perf_counter() - start) / repeats
 
 
+def tflite_ms(path, images, repeats, threads, clock=time.perf_counter):
+    """ms per image of the `.tflite` file at `path` (`threads` interpreter threads), after one
+    warm-up call, over `repeats` passes over `images`, on `clock` (wall time by default;
+    `time.process_time`, the process's CPU time, is steadier on a busy machine)."""
+    predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=threads))
+    predict(images[0])
+    start = clock()
+    for _ in range(repeats):
+        for image in images:
+            predict(image)
+    return round((clock() - start) * 1000 / (repeats * len(images)), 2)
+
+
 def tflite_figures(model, image_size, images, variants, scratch, repeats, threads):
     source = scratch / f"{model.name}_saved_model"
     write_static_saved_model(model, source, image_size)
@@ -66,13 +79,7 @@ def tflite_figures(model, image_size, images, variants, scratch, repeats, thread
     for variant in variants:
         path = scratch / f"{model.name}_{variant}.tflite"
         export.convert_tflite(source, variant, path, representative_images=images if variant == "int8" else None)
-        predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=threads))
-        predict(images[0])
-        start = time.perf_counter()
-        for _ in range(repeats):
-            for image in images:
-                predict(image)
-        figures[f"tflite_{variant}_ms"] = round((time.perf_counter() - start) * 1000 / (repeats * len(images)), 2)
+        figures[f"tflite_{variant}_ms"] = tflite_ms(path, images, repeats, threads)
         figures[f"tflite_{variant}_mb"] = round(path.stat().st_size / 2**20, 3)
         # Operators run one after another: the unrolled recurrences' many small ones cost their
         # dispatch more than their arithmetic.

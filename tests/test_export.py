@@ -120,6 +120,10 @@ def test_layout_report_and_serving_doc(exported):
     assert rows["tflite_fp32"]["max_prob_diff"] < 1e-4
     assert rows["tflite_fp16"]["agreement"] >= 0.995
     assert rows["tflite_int8"]["agreement"] >= 0.97
+    for variant in export.TFLITE_VARIANTS:  # operators and the GPU delegate check, per variant
+        row = rows[f"tflite_{variant}"]
+        assert row["operators"] >= sum(row["top_ops"].values()) > 0
+        assert row["gpu_compatible"] == (not row["unsupported_ops"]) and "analyzer_verdict" in row
     assert report["verification_images"] == "real"
 
     serving = (output / "serving.md").read_text()

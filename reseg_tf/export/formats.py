@@ -91,7 +91,8 @@ class SavedModelFormat(ExportFormat):
 
 class TFLiteFormat(ExportFormat):
     """Static-size TFLite models (`tflite.py`), one file per variant; verified in `ai_edge_litert`
-    and, with the `mediapipe` extra, in MediaPipe's ImageSegmenter.
+    and, with the `mediapipe` extra, in MediaPipe's ImageSegmenter; each row also gives the
+    file's operators and its GPU delegate check (`tflite_analysis.py`).
 
     `input_size`: the size of the images the models take (an app's camera frames), default the
     working size; with another size the training resize and the resize back are in the graph
@@ -116,6 +117,7 @@ class TFLiteFormat(ExportFormat):
 
     def verify(self, context, artifacts):
         from reseg_tf.export.mediapipe_segmenter import mediapipe_installed, verify_mediapipe
+        from reseg_tf.export.tflite_analysis import tflite_operators_and_gpu_check
         from reseg_tf.export.verify import reference_probabilities, verify_tflite
         from reseg_tf.inference import to_working_size
 
@@ -131,6 +133,8 @@ class TFLiteFormat(ExportFormat):
             reference = context.reference(context.image_size)
         rows = [verify_tflite(path, variant, images, reference, input_size, resizes_inside=resizes_inside)
                 for variant, path in artifacts.items()]
+        for row, path in zip(rows, artifacts.values()):
+            row.update(tflite_operators_and_gpu_check(path))
         if mediapipe_installed():  # the `mediapipe` extra
             rows += [verify_mediapipe(path, variant, images, reference, context.config.class_names)
                      for variant, path in artifacts.items()]

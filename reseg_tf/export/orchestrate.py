@@ -13,6 +13,7 @@ from reseg_tf.export.formats import (ExportContext, ExportFormat, OnnxFormat, Sa
 from reseg_tf.export.saved_model import check_version, next_version, publish
 from reseg_tf.export.serving_doc import write_serving_doc
 from reseg_tf.export.tflite import TFLITE_VARIANTS, parse_variants
+from reseg_tf.export.tflite_analysis import tflite_operators_and_gpu_check
 from reseg_tf.export.verify import format_report_table
 from reseg_tf.inference import model_input_size
 from reseg_tf.model_io import load_reseg_model
@@ -241,7 +242,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
                       tflite_input_size=tflite_input_size)
     if report is None:
         report = {**report_header, "rows": [
-            {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size} for v, p in final_tflite.items()]}
+            {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size,
+             **tflite_operators_and_gpu_check(p)} for v, p in final_tflite.items()]}
     atomic_write_json(output_dir / "export_report.json", report)
     print(f"exported {model.name!r} version {version} to {output_dir}")
     return ExportResult(output_dir=output_dir, version=version,

@@ -31,7 +31,7 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
         input_shape: `(H, W, 3)` of the twin; default the model's own.
         unroll_rnns: unroll every recurrence (needs a static input shape): the int8
             quantizer crashes on while-loops but handles unrolled steps. GRU ReNet layers run
-            on `implementation="unrolled"` (13 ops per step for both directions, see
+            on `implementation="unrolled"` (11 ops per step for both directions, see
             `reseg_tf.layers.unrolled_rnn`); LSTM and SimpleRNN ones on their Keras layers
             with `unroll=True`.
 

@@ -97,7 +97,7 @@ class ReNetLayer(keras.layers.Layer):
             (always the Keras RNN layers), `"fast"` (float32 CPU path, GRU only) or
             `"fast_bf16"` (the fast path with bfloat16 matmuls and float32 state: about 1e-2
             relative error, for CPUs with AVX512_BF16/AMX) or `"unrolled"` (GRU only, a static
-            input size: every step written out with 13 ops for both directions, the source of
+            input size: every step written out with 11 ops for both directions, the source of
             TFLite exports, see `reseg_tf.layers.unrolled_rnn`). The fast and unrolled paths
             compute in float32 under mixed-precision policies (weights read in the policy's
             compute dtype, output cast back to it).

@@ -11,13 +11,19 @@ Here, for the same variables and the same maths (Keras' `reset_after=True` GRU, 
 z, r, h; see `reseg_tf.layers.fast_rnn`):
 
 - every direction's input projections of all steps are one matmul before the recurrence, with
-  the input bias and the recurrent z/r biases folded in;
-- the directions that read the same sequence share one state `(N, S*U)`, so one step of all of
-  them is two fully connected products with block-diagonal recurrent kernels (z and r together,
-  then the candidate), one sigmoid, one split, one tanh and eight elementwise ops: 13 operators
-  per step for both directions. The candidate's recurrent bias is applied as `r * b` rather
-  than as the product's bias: an int8 converter gives a fully connected op's bias a
-  per-channel int32 copy, with its own quantization parameters, at every step;
+  the input bias and the recurrent z/r biases folded in, in the state's gate-major layout
+  `[z_1..z_S, r_1..r_S, n_1..n_S]`; reversed directions read it through one time-reversing
+  gather and a select (and give their states back the same way);
+- the directions share one state `(N, S*U)`, so one step of all of them is 11 operators:
+  one fully connected product with a block-diagonal recurrent kernel `[R_z, R_r, R_n]`, one add
+  of the step's input `[x_z, x_r, b_n]` (the candidate's recurrent bias rides on the input,
+  not on the product: an int8 converter gives a fully connected op's bias a per-channel int32
+  copy, with its own quantization parameters, at every step), one split into z, r and the
+  candidate's product, a sigmoid each for z and r, `n = tanh(x_n + r * (h R_n + b_n))`
+  (mul, add, tanh) and `h' = n + z * (h - n)` (sub, mul, add). Fewer would change the maths
+  or the weights: the sigmoid must not see the candidate's product (one sigmoid over z and r
+  would need a second split, as costly as a second sigmoid, and copies more); the update needs
+  its three ops; a second product instead of the split costs more;
 - step 0 starts from a zero state, so it has no recurrent product at all.
 
 The unrolled graph needs a static number of steps. Its gradient is TensorFlow's own, so the
@@ -45,70 +51,80 @@ def _reverse_time(x):
     return tf.gather(x, tf.range(x.shape[0] - 1, -1, -1))
 
 
-def unrolled_gru(sequences, weights, reverse):
-    """`S` GRUs over time-major sequences as one unrolled recurrence with a shared state.
+def _time_aligned(x, reversed_columns):
+    """`x` `(T, N, C)` with the columns marked in `reversed_columns` (`C` bools) reversed in time:
+    one gather and, when only some columns are marked, one select."""
+    if not any(reversed_columns):
+        return x
+    flipped = _reverse_time(x)
+    if all(reversed_columns):
+        return flipped
+    return tf.where(tf.constant(reversed_columns), flipped, x)
+
+
+def _steps(x):
+    """The `T` slices `(N, C)` of `x` `(T, N, C)`, by one split: TFLite's GPU delegate takes
+    SPLIT but not UNPACK (`tf.unstack`)."""
+    return tf.split(tf.reshape(x, [-1, x.shape[-1]]), x.shape[0], axis=0)
+
+
+def unrolled_gru(sequence, weights, reverse):
+    """`S` GRUs over one time-major sequence as one unrolled recurrence with a shared state.
 
     Args:
-        sequences: `S` float32 tensors `(T, N, D_s)` with the same static `T` and the same `N`
-            (the same tensor may be passed for several directions).
-        weights: `S` tuples `(kernel (D_s, 3U), recurrent_kernel (U, 3U), bias (2, 3U))`, as
+        sequence: float32 `(T, N, D)` with a static `T`, read by every GRU.
+        weights: `S` tuples `(kernel (D, 3U), recurrent_kernel (U, 3U), bias (2, 3U))`, as
             Keras' `GRUCell` stores them.
         reverse: `S` bools: whether each GRU runs from time `T-1` down to 0.
 
     Returns:
-        `S` float32 tensors `(T, N, U)`: each GRU's hidden states, in time order.
+        float32 `(T, N, S*U)`: the GRUs' hidden states side by side, in time order.
     """
-    steps = sequences[0].shape[0]
+    steps = sequence.shape[0]
     if steps is None:
         raise ValueError(
             "the unrolled GRU needs a static number of steps (the ReNet layer's input must have a "
             "static height and width); build the model for a fixed input size.")
     units = weights[0][1].shape[0]
-    # Per gate (z, r, candidate n), one entry per direction.
-    x_z, x_r, x_n, r_z, r_r, r_n, b_n = [], [], [], [], [], [], []
-    for seq, (kernel, recurrent_kernel, bias), rev in zip(sequences, weights, reverse):
-        shape = tf.shape(seq)
-        flat = tf.reshape(seq, [-1, seq.shape[-1]])
-        # The z and r gates add the input and recurrent biases alike: fold both in here.
-        folded = bias[0] + tf.concat([bias[1, :2 * units], tf.zeros([units])], axis=0)
-        proj = tf.reshape(tf.matmul(flat, kernel) + folded, tf.stack([steps, shape[1], 3 * units]))
-        if rev:
-            proj = _reverse_time(proj)
-        x_z.append(proj[..., :units])
-        x_r.append(proj[..., units:2 * units])
-        x_n.append(proj[..., 2 * units:])
-        r_z.append(recurrent_kernel[:, :units])
-        r_r.append(recurrent_kernel[:, units:2 * units])
-        r_n.append(recurrent_kernel[:, 2 * units:])
-        b_n.append(bias[1, 2 * units:])
-    directions = len(weights)
-    width = directions * units
-    # Gate-major layout, aligned with the state [h_1, ..., h_S]: zr = [z_1..z_S, r_1..r_S].
-    inputs_zr = tf.unstack(tf.concat(x_z + x_r, axis=-1), num=steps)
-    inputs_n = tf.unstack(tf.concat(x_n, axis=-1), num=steps)
-    # Block-diagonal recurrent kernels in the same layout: z columns of every direction, then r.
-    kernel_zr = tf.concat([_block_diagonal(r_z), _block_diagonal(r_r)], axis=1)
-    kernel_n = _block_diagonal(r_n)
-    bias_n = tf.concat(b_n, axis=0)
+    width = len(weights) * units
+
+    def gate_major(tensors):
+        """`[z_1..z_S, r_1..r_S, n_1..n_S]` from per-direction `[z_s, r_s, n_s]` (last axis)."""
+        parts = [tf.split(tensor, 3, axis=-1) for tensor in tensors]
+        return tf.concat([part[gate] for gate in range(3) for part in parts], axis=-1)
+
+    # Every direction's input projection of every step in one product. The z and r gates add
+    # the input and recurrent biases alike: both are folded in here.
+    kernel = gate_major([k for k, _, _ in weights])
+    bias = gate_major([b[0] + tf.concat([b[1, :2 * units], tf.zeros([units])], axis=0) for _, _, b in weights])
+    shape = tf.shape(sequence)
+    projected = tf.matmul(tf.reshape(sequence, [-1, sequence.shape[-1]]), kernel) + bias
+    projected = tf.reshape(projected, tf.stack([steps, shape[1], 3 * width]))
+    # Step t of a reversed direction reads time T-1-t.
+    projected = _time_aligned(projected, [rev for _ in range(3) for rev in reverse for _ in range(units)])
+    # A step adds [x_z, x_r, b_n] to the recurrent product h @ [R_z, R_r, R_n] in one op: the
+    # candidate's recurrent bias rides on the step's input (the projection there times 0, plus
+    # b_n), not on the product, whose int8 fully connected op would get a per-channel int32
+    # copy of its bias at every step.
+    keep_zr = tf.concat([tf.ones([2 * width]), tf.zeros([width])], axis=0)
+    bias_n = tf.concat([tf.zeros([2 * width])] + [b[1, 2 * units:] for _, _, b in weights], axis=0)
+    step_gates = _steps(projected * keep_zr + bias_n)
+    step_n = _steps(projected[..., 2 * width:])
+    recurrent_kernel = tf.concat(
+        [_block_diagonal([tf.split(r, 3, axis=-1)[gate] for _, r, _ in weights]) for gate in range(3)], axis=1)
 
     states = []
     h = None
     for t in range(steps):
-        if h is None:  # zero state: the recurrent products are just the biases
-            z, r = tf.split(tf.sigmoid(inputs_zr[t]), 2, axis=-1)
-            n = tf.tanh(inputs_n[t] + r * bias_n)
-            h = n - z * n
-        else:
-            z, r = tf.split(tf.sigmoid(inputs_zr[t] + tf.matmul(h, kernel_zr)), 2, axis=-1)
-            # r * (h @ R_n + b_n), written so that the bias is not the product's own bias: an
-            # int8 fully connected op gets a per-channel int32 copy of its bias at every step.
-            n = tf.tanh(inputs_n[t] + r * bias_n + r * tf.matmul(h, kernel_n))
-            h = n + z * (h - n)
+        # Step 0 starts from a zero state: no recurrent product.
+        gates = step_gates[t] if h is None else step_gates[t] + tf.matmul(h, recurrent_kernel)
+        z, r, recurrent_n = tf.split(gates, 3, axis=-1)
+        z, r = tf.sigmoid(z), tf.sigmoid(r)
+        n = tf.tanh(step_n[t] + r * recurrent_n)
+        h = n - z * n if h is None else n + z * (h - n)
         h.set_shape([None, width])
         states.append(h)
-    stacked = tf.stack(states)
-    outputs = tf.split(stacked, directions, axis=-1)
-    return [_reverse_time(out) if rev else out for out, rev in zip(outputs, reverse)]
+    return _time_aligned(tf.stack(states), [rev for rev in reverse for _ in range(units)])
 
 
 def unrolled_bidirectional_gru(sequences, forward_weights, backward_weights, stacked=False):
@@ -126,9 +142,6 @@ def unrolled_bidirectional_gru(sequences, forward_weights, backward_weights, sta
     forward_weights = [tf.convert_to_tensor(w, tf.float32) for w in forward_weights]
     backward_weights = [tf.convert_to_tensor(w, tf.float32) for w in backward_weights]
     if stacked:
-        (forward,) = unrolled_gru([sequences], [forward_weights], [False])
-        (backward,) = unrolled_gru([forward], [backward_weights], [True])
-    else:
-        forward, backward = unrolled_gru([sequences, sequences], [forward_weights, backward_weights],
-                                         [False, True])
-    return tf.concat([forward, backward], axis=-1)
+        forward = unrolled_gru(sequences, [forward_weights], [False])
+        return tf.concat([forward, unrolled_gru(forward, [backward_weights], [True])], axis=-1)
+    return unrolled_gru(sequences, [forward_weights, backward_weights], [False, True])
