@@ -18,11 +18,13 @@ Formats (`formats.py`): each writes its artifacts, verifies them and is publishe
 `DIR/<folder>/<version>/` through one interface that `export_model` loops over.
 
 SavedModel signatures (`saved_model.py`; defined once in `signatures.py`, with REST examples
-in `serving.md`), all taking images of any size: float32 pixels (the default signature), uint8
-pixels, and encoded image files (all images of one request must share a size).
+in `serving.md`), all taking images of any size up to the export's `ServingLimits` (pixels per
+image, images per request; encoded files are checked from their headers before decoding,
+`image_headers.py`): float32 pixels (the default signature), uint8 pixels, and encoded image
+files (all images of one request must share a size).
 
-Every signature returns `probabilities` float32 `(B, H, W, num_classes)` and `classes` int32
-`(B, H, W)` at the size of the images sent. The model inside runs at its fixed input size, or
+They return `probabilities` float32 `(B, H, W, num_classes)` and `classes` int32 `(B, H, W)` at
+the size of the images sent; `serving_mask` returns each class-index mask as a PNG file. The model inside runs at its fixed input size, or
 at the images' own size for a model that accepts any size.
 
 TFLite models (`tflite.py`) have a static `(1, h, w, 3)` input at the working size and builtin
@@ -38,7 +40,8 @@ from reseg_tf.export.images import (IMAGE_SUBDIRS, find_images, load_images, rea
                                     synthetic_images)
 from reseg_tf.export.orchestrate import (DEFAULT_EXPORT_ROOT, ExportResult, default_output_dir,
                                          export_model, resolve_image_size)
-from reseg_tf.export.signatures import OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES, ServingSignature
+from reseg_tf.export.signatures import (DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS, OUTPUT_KEYS, SERVING_SIGNATURES,
+                                        SIGNATURES, ServingLimits, ServingSignature)
 from reseg_tf.export.saved_model import (check_version, export_saved_model,
                                          export_twin, next_version, publish, saved_model_op_types,
                                          serving_functions, write_archive, write_serving_saved_model,
@@ -54,7 +57,7 @@ from reseg_tf.model_io import load_reseg_model
 
 __all__ = [
     "DEFAULT_EXPORT_ROOT", "ExportContext", "ExportFormat", "ExportResult", "OnnxFormat", "SavedModelFormat",
-    "SERVING_SIGNATURES", "ServingSignature", "TFLiteFormat", "requested_formats", "ExportVerificationError", "FP32_MAX_PROB_DIFF",
+    "DEFAULT_MAX_BATCH", "DEFAULT_MAX_IMAGE_PIXELS", "SERVING_SIGNATURES", "ServingLimits", "ServingSignature", "TFLiteFormat", "requested_formats", "ExportVerificationError", "FP32_MAX_PROB_DIFF",
     "IMAGE_SUBDIRS", "MIN_AGREEMENT", "OUTPUT_KEYS", "SIGNATURES", "TFLITE_VARIANTS",
     "TFLiteConversionError", "check_version", "convert_tflite", "convert_variants",
     "default_output_dir", "export_model", "export_saved_model", "export_twin", "find_images",

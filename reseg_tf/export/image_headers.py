@@ -100,14 +100,20 @@ def _jpeg_size(data):
     return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
 
 
-def gif_first_frame(data):
+def gif_first_frame(data, max_pixels=None):
     """The GIF `data` cut after its first frame (and a trailer appended), and that frame's
-    `(height, width)` (`BROKEN` for a file without a complete first frame).
+    `(height, width)` (`BROKEN` for a file without a complete first frame, or, given
+    `max_pixels`, one that does not end within `gif_bytes_read(max_pixels)` bytes).
 
-    Walks the block structure: the header, the global color table, extensions (each a chain of
-    sub-blocks), then the first image descriptor, its local color table and its LZW sub-blocks.
+    The file is a chain of blocks: the header and global color table, extensions (each a chain of
+    sub-blocks: a size byte, then that many bytes), the first image descriptor, its local color
+    table and its LZW data (sub-blocks again). Walking the chain one block at a time would cost a
+    hostile file of one-byte sub-blocks one graph step per byte; instead every position's next
+    step is computed at once and the steps are composed by repeated squaring (pointer jumping),
+    so a file of n bytes costs about log2(3n) gathers of 3n positions.
     """
-    raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    read = data if max_pixels is None else tf.strings.substr(data, 0, gif_bytes_read(max_pixels))
+    raw = tf.cast(tf.io.decode_raw(read, tf.uint8), tf.int32)
     count = tf.size(raw)
     padded = tf.concat([raw, tf.zeros([16], tf.int32)], 0)  # reads past the end see zeros
 
@@ -117,16 +123,24 @@ def gif_first_frame(data):
     def color_table(flags):
         return tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
 
-    def after_sub_blocks(position):
-        skip = lambda p: p + at(p) + 1  # noqa: E731 - a sub-block: its size byte, then its data
-        end = tf.while_loop(lambda p: (p < count) & (at(p) > 0), skip, [position])[0]
-        return end + 1  # past the zero-size terminator
+    # States `mode * states + position`: mode 0 at a block's first byte (an extension, 0x21, leads
+    # into its sub-blocks; anything else stops), mode 1 in an extension's sub-blocks (a zero size
+    # ends them), mode 2 in the image's sub-blocks (a zero size stops). Position `count` stops.
+    states = count + 1
+    positions = tf.range(states)
+    sizes = tf.gather(padded, positions)
+    step = lambda offset: tf.minimum(positions + offset, count)  # noqa: E731
+    jumps = tf.concat([
+        tf.where(tf.equal(sizes, 0x21), states + step(2), positions),
+        tf.where(tf.equal(sizes, 0), step(1), states + step(sizes + 1)),
+        tf.where(tf.equal(sizes, 0), 2 * states + positions, 2 * states + step(sizes + 1)),
+    ], 0)
+    rounds = tf.cast(tf.math.ceil(tf.math.log(tf.cast(3 * states, tf.float32)) / tf.math.log(2.0)), tf.int32) + 1
+    jumps = tf.while_loop(lambda i, _: i < rounds, lambda i, j: (i + 1, tf.gather(j, j)), (0, jumps))[1]
 
-    position = 13 + color_table(at(10))
-    position = tf.while_loop(lambda p: (p < count) & tf.equal(at(p), 0x21),  # extensions
-                             lambda p: after_sub_blocks(p + 2), [position])[0]
-    image = position
-    end = after_sub_blocks(image + 10 + color_table(at(image + 9)) + 1)  # +1: the LZW code size
+    image = jumps[tf.minimum(13 + color_table(at(10)), count)] % states  # past the extensions
+    lzw_start = tf.minimum(image + 10 + color_table(at(image + 9)) + 1, count)  # +1: the LZW code size
+    end = jumps[2 * states + lzw_start] % states + 1  # past the zero-size terminator
     complete = tf.equal(at(image), 0x2C) & (end <= count)
     height = tf.cast(at(image + 7) + 256 * at(image + 8), tf.int64)
     width = tf.cast(at(image + 5) + 256 * at(image + 6), tf.int64)
@@ -135,10 +149,17 @@ def gif_first_frame(data):
     return first, size
 
 
-def header_size(data):
+def gif_bytes_read(max_pixels):
+    """The bytes of a GIF in which a first frame of at most `max_pixels` pixels must end: its LZW
+    data takes at most 12 bits per pixel (every code gives a pixel or more), plus a megabyte of
+    color tables and extensions (metadata) before it."""
+    return 2 * max_pixels + 2 ** 20
+
+
+def header_size(data, max_pixels=None):
     """`(bytes to decode, format code, int64 [height, width])` of one encoded image, read from its
     header without decoding its pixels. The bytes are `data`, except for a GIF: its first frame
-    only (`gif_first_frame`). Height and width are `BROKEN` for a header that cannot be read,
+    only (`gif_first_frame`, which with `max_pixels` reads at most `gif_bytes_read` bytes). Height and width are `BROKEN` for a header that cannot be read,
     `0` for an unknown format."""
     code = image_format(data)
 
@@ -149,7 +170,7 @@ def header_size(data):
         return branch
 
     def gif():
-        first, size = gif_first_frame(data)
+        first, size = gif_first_frame(data, max_pixels)
         return first, size
 
     branches = [lambda: (data, tf.zeros([2], tf.int64)), known(_jpeg_size), known(_png_size), gif,
@@ -212,7 +233,7 @@ def bounded_decode(image_bytes, max_pixels, max_batch, signature_name):
     batch = check_batch_size(count, max_batch, signature_name)
     with tf.control_dependencies([batch]):
         prepared, codes, sizes = tf.map_fn(
-            lambda index: header_size(image_bytes[index]), tf.range(count),
+            lambda index: header_size(image_bytes[index], max_pixels), tf.range(count),
             fn_output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32),
                                  tf.TensorSpec([2], tf.int64)))
     prefix = f"{signature_name}: image "
