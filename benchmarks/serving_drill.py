@@ -29,7 +29,6 @@ import io
 import json
 import os
 import random
-import statistics
 import struct
 import sys
 import tempfile
@@ -220,10 +219,11 @@ class PeakRss:
 
 
 def export_for_drill(model_name, limits, work, quick):
-    """A SavedModel of `model_name` (a pretrained name or a .keras file; with `quick` and no
-    model, a tiny untrained model) exported with `limits` into `work`; returns (dir, keras model)."""
-    from reseg_tf import export
-    from reseg_tf.model_io import load_reseg_model
+    """Exports `model_name` (a pretrained name or a .keras file; with `quick` and no model, a tiny
+    untrained model) with `limits` into `work` by `reseg export` in a child process, so this
+    process holds what a server holds: TensorFlow and the SavedModel. Returns (SavedModel
+    version folder, model file)."""
+    import subprocess
 
     if model_name is None:
         import reseg_tf
@@ -231,16 +231,17 @@ def export_for_drill(model_name, limits, work, quick):
 
         config = reseg_tf.ReSegConfig(num_classes=len(CAMVID_CLASSES), class_names=CAMVID_CLASSES, front_end="none",
                                       renet=((4, (2, 2)),), upsampling=((4, (2, 2)),))
-        model = reseg_tf.build_model(config, input_shape=(64, 96, 3), name="tiny")
-    else:
-        path = model_name
-        if not Path(path).exists():
-            from reseg_tf import pretrained
+        model_name = str(work / "tiny.keras")
+        reseg_tf.build_model(config, input_shape=(64, 96, 3), name="tiny").save(model_name)
+    elif not Path(model_name).exists():
+        from reseg_tf import pretrained
 
-            path = pretrained.pretrained_path(pretrained.resolve_name(model_name))
-        model = load_reseg_model(path)
-    result = export.export_model(model, work / "export", tflite=(), verify=not quick, **limits)
-    return result.saved_model_dir, model
+        model_name = str(pretrained.pretrained_path(pretrained.resolve_name(model_name)))
+    command = [sys.executable, "-m", "reseg_tf.cli", "export", "--model", model_name, "--output", str(work / "export"),
+               "--tflite", "none", "--max-image-pixels", str(limits["max_image_pixels"]),
+               "--max-batch", str(limits["max_batch"]), *(["--no-verify"] if quick else [])]
+    subprocess.run(command, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return work / "export" / "saved_model" / "1", model_name
 
 
 def timed_clients(loaded, request, clients, count):
@@ -270,21 +271,21 @@ def drill(args, work):
 
     limits = ServingLimits(**{k: v for k, v in (("max_image_pixels", args.max_image_pixels),
                                                 ("max_batch", args.max_batch)) if v is not None}).as_dict()
-    model = None
+    model_file = None
     if args.saved_model:
         saved_model = Path(args.saved_model)
         report = saved_model.parent.parent / "export_report.json"
         if report.exists():
             limits = json.loads(report.read_text()).get("serving_limits", limits)
     else:
-        saved_model, model = export_for_drill(None if args.quick and not args.model else args.model, limits, work,
-                                              args.quick)
+        saved_model, model_file = export_for_drill(None if args.quick and not args.model else args.model, limits,
+                                                   work, args.quick)
     print(f"SavedModel {saved_model}, limits {limits}", flush=True)
     loaded = tf.saved_model.load(str(saved_model))
     image_path = Path(args.image) if args.image else sorted((ROOT / "pipelines/data/camvid_sample/val").glob("*.png"))[0]
     image = read_image_file(image_path)
     requests, bomb = build_requests(image, limits, args.quick)
-    figures, failures = {"limits": limits, "image": f"{image.shape[1]}x{image.shape[0]}"}, []
+    figures, failures = {**limits, "image": f"{image.shape[1]}x{image.shape[0]}"}, []
 
     # Every request alone (which also warms every signature up, as a server's warm-up requests do).
     for request in requests:
@@ -311,9 +312,10 @@ def drill(args, work):
         with PeakRss() as memory:
             start = time.perf_counter()
             answer = outcome(bounds_request, loaded)
-        figures[f"at_bounds_{signature}"] = {"request": f"{limits['max_batch']} x {bound_width}x{bound_height}",
-                                             "seconds": round(time.perf_counter() - start, 2),
-                                             "peak_rss_mb": round(memory.peak), "rss_growth_mb": round(memory.growth)}
+        figures["at_bounds_request"] = f"{limits['max_batch']} x {bound_width}x{bound_height}"
+        figures[f"at_bounds_{signature}_seconds"] = round(time.perf_counter() - start, 2)
+        figures[f"at_bounds_{signature}_peak_rss_mb"] = round(memory.peak)
+        figures[f"at_bounds_{signature}_rss_growth_mb"] = round(memory.growth)
         if answer[0] != "answer":
             failures.append(f"{bounds_request.name}: not answered ({answer[0]}: {answer[1]})")
         if memory.peak > BOUNDS_PEAK_LIMIT_MB:
@@ -351,8 +353,14 @@ def drill(args, work):
     figures["valid_requests"] = sum(r.valid for r in requests)
     figures["hostile_requests"] = sum(not r.valid for r in requests)
 
-    # The compact answer of the image, against reseg predict.
     mask_request = next(r for r in requests if r.name == "mask_png")
+    # Throughput and latency of the compact answer.
+    for clients in (1, 2, 4):
+        rate, latencies = timed_clients(loaded, mask_request, clients, args.requests)
+        figures[f"clients_{clients}"] = {"requests_per_s": round(rate, 2), "p50_ms": round(percentile(latencies, 50), 1),
+                                         "p99_ms": round(percentile(latencies, 99), 1)}
+
+    # The compact answer of the image, against reseg predict.
     if mask_request.alone[0] == "answer":
         mask_png = mask_request.alone[1]["mask_bytes"][0]
         mask = tf.io.decode_png(mask_png).numpy()[..., 0]
@@ -361,17 +369,14 @@ def drill(args, work):
             requests[0].alone[1]["probabilities"].shape[-1]) if requests[0].alone[0] == "answer" else None
         if len(mask_png) > MASK_BYTES_LIMIT:
             failures.append(f"mask PNG of {len(mask_png)} bytes > {MASK_BYTES_LIMIT}")
-        if model is not None:
-            expected = Predictor(model).classes(image[np.newaxis]).numpy()[0]
+        if model_file is not None:  # loaded last: a server holds no Keras model
+            from reseg_tf.model_io import load_reseg_model
+
+            expected = Predictor(load_reseg_model(model_file)).classes(image[np.newaxis]).numpy()[0]
             figures["mask_pixels_equal_predict"] = float(np.mean(mask == expected))
             if not np.array_equal(mask, expected):
                 failures.append(f"mask equals reseg predict on {np.mean(mask == expected):.4%} of the pixels only")
 
-    # Throughput and latency of the compact answer.
-    for clients in (1, 2, 4):
-        rate, latencies = timed_clients(loaded, mask_request, clients, args.requests)
-        figures[f"clients_{clients}"] = {"requests_per_s": round(rate, 2), "p50_ms": round(percentile(latencies, 50), 1),
-                                         "p99_ms": round(percentile(latencies, 99), 1)}
     return rows, figures, failures
 
 

@@ -123,10 +123,10 @@ curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request
 (With one output TF Serving's REST answer lists the output's values directly:
 `{{"predictions": [{{"b64": "..."}}]}}`.)
 
-`{encoded.name}` and `{mask.name}` decode the pixels as they are stored and ignores an EXIF orientation tag (the
+`{encoded.name}` decodes the pixels as they are stored and ignores an EXIF orientation tag (the
 tag portrait phone photos carry): the answer lines up with the stored pixel grid, not with the
 photo as viewers show it. `reseg predict` and `reseg evaluate` apply the tag; to get their answer
-from the server, turn the image upright before sending it (`PIL.ImageOps.exif_transpose`, or
+from the server (`{mask.name}` alike), turn the image upright before sending it (`PIL.ImageOps.exif_transpose`, or
 pixels read by `reseg_tf.inference.read_image_file` sent to `{default.name}`).
 
 The answer is `{{"predictions": [{{"probabilities": [...], "classes": [...]}}]}}`, one entry per
