@@ -97,9 +97,9 @@ BENCHMARKS = (
     Benchmark("bad_input_drill", keys=("tried", "handled", "crashed", "hung", "cases", "seconds", "failures")),
     Benchmark("serving_drill", args=("--model", "camvid"), quick_args=("--quick",), timeout_s=2400, quick_timeout_s=900,
               keys=("tried", "passed", "max_image_pixels", "max_batch", "image", "bomb_png_bytes", "bomb_png_seconds",
-                    "bomb_png_rss_growth_mb", "rss_after_warm_up_mb", "at_bounds_request",
-                    "at_bounds_serving_bytes_peak_rss_mb", "at_bounds_serving_mask_peak_rss_mb",
-                    "concurrent_peak_rss_mb", "mask_png_bytes", "mask_pixels_equal_predict",
+                    "bomb_png_rss_growth_mib", "rss_after_warm_up_mib", "at_bounds_request",
+                    "at_bounds_serving_bytes_peak_rss_mib", "at_bounds_serving_mask_peak_rss_mib",
+                    "concurrent_peak_rss_mib", "mask_png_bytes", "mask_pixels_equal_predict",
                     "clients_1", "clients_2", "clients_4", "failures", "seconds")),
 )
 # Benchmarks listed in RESULTS.md but not run by this script: name -> why.

@@ -191,6 +191,7 @@ def test_export_records_its_bounds_and_verification_checks_them(tmp_path, capsys
         for what in ("5001x1 refused (max_image_pixels)", "holds 3 images refused (max_batch)"))
     serving = (output / "serving.md").read_text()
     assert "**5,000 pixels**" in serving and "**2 images**" in serving and "serving_mask" in serving
+    assert "request.json \\\n  | python" in serving and "> mask.png" in serving
 
     # A SavedModel looser than the limits it is verified against fails its verification.
     images = [image((20, 30))]

@@ -116,7 +116,7 @@ where the probabilities are megabytes.
 
 ```sh
 echo '{{"signature_name": "{mask.name}", "instances": [{{"{mask.input_name}": {{"b64": "'"$(base64 -w0 image.png)"'"}}}}]}}' > request.json
-curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json \
+curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict -d @request.json \\
   | python -c 'import base64, json, sys; sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)["predictions"][0]["b64"]))' > mask.png
 ```
 

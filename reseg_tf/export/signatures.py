@@ -14,7 +14,7 @@ import dataclasses
 # A request at these bounds peaks under 2 GB of resident memory when the shipped CamVid model
 # serves it (`benchmarks/serving_drill.py` measures it; docs/export.md).
 DEFAULT_MAX_IMAGE_PIXELS = 2_097_152  # 2048x1024: a 1920x1080 frame fits
-DEFAULT_MAX_BATCH = 4
+DEFAULT_MAX_BATCH = 2
 
 
 @dataclasses.dataclass(frozen=True)
