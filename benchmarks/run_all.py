@@ -97,6 +97,12 @@ BENCHMARKS = (
     Benchmark("tile_bench", timeout_s=2400,
               quick_args=("--data-dir", "pipelines/data/camvid_sample", "--num-images", "2")),
     Benchmark("bad_input_drill", keys=("tried", "handled", "crashed", "hung", "cases", "seconds", "failures")),
+    Benchmark("serving_drill", args=("--model", "camvid"), quick_args=("--quick",), timeout_s=2400, quick_timeout_s=900,
+              keys=("tried", "passed", "max_image_pixels", "max_batch", "image", "bomb_png_bytes", "bomb_png_seconds",
+                    "bomb_png_rss_growth_mib", "rss_after_warm_up_mib", "at_bounds_request",
+                    "at_bounds_serving_bytes_peak_rss_mib", "at_bounds_serving_mask_peak_rss_mib",
+                    "concurrent_peak_rss_mib", "mask_png_bytes", "mask_pixels_equal_predict",
+                    "clients_1", "clients_2", "clients_4", "failures", "seconds")),
 )
 # Benchmarks listed in RESULTS.md but not run by this script: name -> why.
 NOT_RUN = {"gpu_renet_bench": "needs a GPU"}

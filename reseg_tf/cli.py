@@ -16,7 +16,7 @@ from pathlib import Path
 from pipelines.options import (MASK_FORMATS, OXFORD_FLOWERS17_VARIANTS, SOURCE_NAMES, UNKNOWN_COLOR_MODES,
                                WEIZMANN_HORSE_IMAGE_FOLDERS)
 from reseg_tf import __version__
-from reseg_tf.export.signatures import SIGNATURES
+from reseg_tf.export.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS, SIGNATURES
 from reseg_tf.options import (AUGMENT_MODES, LOSS_NAMES, LR_SCHEDULES, MIXED_PRECISION_MODES, OPTIMIZERS,
                               STRATEGIES, TFLITE_VARIANTS, TTA_MODES)
 from reseg_tf.quiet_tensorflow import import_tensorflow_quietly
@@ -114,6 +114,12 @@ def _add_export(subparsers):
                         help="also write DIR/onnx/<version>/<name>.onnx (images of any size in, probabilities "
                         "at their size out, as the SavedModel) and verify it in onnxruntime; needs "
                         "pip install -e \".[onnx]\"")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                        help="most pixels (height x width) of one image the SavedModel's signatures take; "
+                        "larger ones are refused from their file header before decoding; default: "
+                        f"{DEFAULT_MAX_IMAGE_PIXELS}")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, metavar="B",
+                        help=f"most images in one request to the SavedModel; default: {DEFAULT_MAX_BATCH}")
     _add_averaging_flags(parser, mc=False)
     parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
                         help="not exported (the artifacts answer deterministically): an error if > 0; "
@@ -128,7 +134,8 @@ def _add_export(subparsers):
                 tflite=() if args.tflite.strip().lower() == "none" else args.tflite,
                 representative_data=args.representative_data, verify=not args.no_verify,
                 tta=args.tta, mc_samples=args.mc_samples, onnx=args.onnx,
-                tflite_input_size=args.tflite_input_size,
+                tflite_input_size=args.tflite_input_size, max_image_pixels=args.max_image_pixels,
+                max_batch=args.max_batch,
             )
         except TFLiteConversionError as error:
             raise CliError(str(error)) from error

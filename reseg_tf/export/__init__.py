@@ -18,11 +18,13 @@ Formats (`formats.py`): each writes its artifacts, verifies them and is publishe
 `DIR/<folder>/<version>/` through one interface that `export_model` loops over.
 
 SavedModel signatures (`saved_model.py`; defined once in `signatures.py`, with REST examples
-in `serving.md`), all taking images of any size: float32 pixels (the default signature), uint8
-pixels, and encoded image files (all images of one request must share a size).
+in `serving.md`), all taking images of any size up to the export's `ServingLimits` (pixels per
+image, images per request; encoded files are checked from their headers before decoding,
+`image_headers.py`): float32 pixels (the default signature), uint8 pixels, and encoded image
+files (all images of one request must share a size).
 
-Every signature returns `probabilities` float32 `(B, H, W, num_classes)` and `classes` int32
-`(B, H, W)` at the size of the images sent. The model inside runs at its fixed input size, or
+They return `probabilities` float32 `(B, H, W, num_classes)` and `classes` int32 `(B, H, W)` at
+the size of the images sent; `serving_mask` returns each class-index mask as a PNG file. The model inside runs at its fixed input size, or
 at the images' own size for a model that accepts any size.
 
 TFLite models (`tflite.py`) have a static `(1, h, w, 3)` input at the working size and builtin
@@ -42,7 +44,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
         "representative_files", "sample_data_dir", "spread_files", "synthetic_images"),
     "reseg_tf.export.orchestrate": ("DEFAULT_EXPORT_ROOT", "ExportResult", "default_output_dir",
         "export_model", "resolve_image_size"),
-    "reseg_tf.export.signatures": ("OUTPUT_KEYS", "SERVING_SIGNATURES", "SIGNATURES", "ServingSignature"),
+    "reseg_tf.export.signatures": ("DEFAULT_MAX_BATCH", "DEFAULT_MAX_IMAGE_PIXELS", "OUTPUT_KEYS",
+        "SERVING_SIGNATURES", "SIGNATURES", "ServingLimits", "ServingSignature"),
     "reseg_tf.export.saved_model": ("check_version", "export_saved_model", "export_twin", "next_version",
         "publish", "saved_model_op_types", "serving_functions", "write_archive", "write_serving_saved_model",
         "write_static_saved_model"),

@@ -23,6 +23,7 @@ class ExportContext:
         tta: the test-time augmentation baked into every artifact (`"none"` or `"flip"`).
         calibration: images at the TFLite models' input size that calibrate int8, or None.
         verification: uint8 RGB images at their own sizes, or None without verification.
+        limits: the serving signatures' `signatures.ServingLimits` (None: the defaults).
     """
 
     model: object
@@ -31,6 +32,7 @@ class ExportContext:
     tta: str = "none"
     calibration: object = None
     verification: list = None
+    limits: object = None
     _references: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def reference(self, image_size=None):
@@ -79,14 +81,14 @@ class SavedModelFormat(ExportFormat):
     def write(self, context, folder):
         from reseg_tf.export.saved_model import write_serving_saved_model
 
-        write_serving_saved_model(context.model, folder, context.tta)
+        write_serving_saved_model(context.model, folder, context.tta, context.limits)
         return {"saved_model": Path(folder)}
 
     def verify(self, context, artifacts):
         from reseg_tf.export.verify import verify_saved_model
 
         return [verify_saved_model(artifacts["saved_model"], context.model, context.verification,
-                                   context.reference())]
+                                   context.reference(), context.limits)]
 
 
 class TFLiteFormat(ExportFormat):

@@ -12,6 +12,7 @@ from reseg_tf.export.formats import (ExportContext, ExportFormat, OnnxFormat, Sa
                                      requested_formats)
 from reseg_tf.export.saved_model import check_version, next_version, publish
 from reseg_tf.export.serving_doc import write_serving_doc
+from reseg_tf.export.signatures import ServingLimits
 from reseg_tf.export.tflite import TFLITE_VARIANTS, parse_variants
 from reseg_tf.export.tflite_analysis import tflite_operators_and_gpu_check
 from reseg_tf.export.verify import format_report_table
@@ -108,7 +109,7 @@ def default_output_dir(model):
 def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLITE_VARIANTS,
                  representative_data=None, version=None, verify=True, fail_on_mismatch=True,
                  num_calibration_images=32, num_verification_images=4, tta="none", mc_samples=0,
-                 onnx=False, tflite_input_size=None):
+                 onnx=False, tflite_input_size=None, max_image_pixels=None, max_batch=None):
     """Exports a ReSeg model as a TF Serving SavedModel and TFLite files, and verifies them.
 
     Args:
@@ -139,6 +140,9 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             of the probabilities back are then inside the models, so a runtime that feeds frames
             of that size (MediaPipe's ImageSegmenter) resizes nothing and answers as `reseg
             predict` does.
+        max_image_pixels: most pixels of one image a serving signature takes (default
+            `signatures.DEFAULT_MAX_IMAGE_PIXELS`); larger images are refused from their header.
+        max_batch: most images of one serving request (default `signatures.DEFAULT_MAX_BATCH`).
 
     Returns:
         An `ExportResult`.
@@ -152,6 +156,8 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     model = load_reseg_model(model_or_path)
     config = config_from_model(model)
     tta, _ = check_averaging(model, tta)
+    limits = ServingLimits(**{name: value for name, value in (("max_image_pixels", max_image_pixels),
+                                                              ("max_batch", max_batch)) if value is not None})
     if mc_samples:
         raise ValueError(
             f"--mc-samples {mc_samples}: Monte Carlo dropout is not exported (the SavedModel and TFLite "
@@ -179,7 +185,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
         verification = (read_images(spread_files(files[::-1], num_verification_images)) if files
                         else list(synthetic_images(num_verification_images, size)))
 
-    context = ExportContext(model, config, size, tta, calibration, verification if verify else None)
+    context = ExportContext(model, config, size, tta, calibration, verification if verify else None, limits)
     saved_model_root = output_dir / SavedModelFormat.folder
     saved_model_root.mkdir(parents=True, exist_ok=True)
     if version is None:  # one more than the highest version of any format, so none is reused
@@ -191,7 +197,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
             raise FileExistsError(f"{export_format.label} folder {str(output_dir / export_format.folder / str(version))!r} "
                                   "already exists; refusing to overwrite it.")
     report_header = {"model": model.name, "version": version, "image_size": list(size), "tta": tta,
-                     "tflite_input_size": list(tflite_input_size or size)}
+                     "tflite_input_size": list(tflite_input_size or size), "serving_limits": limits.as_dict()}
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=saved_model_root))
     written = {}  # format -> {artifact: path in scratch}
     try:
@@ -239,7 +245,7 @@ def export_model(model_or_path, output_dir=None, *, image_size=None, tflite=TFLI
     final_tflite = published.get(TFLiteFormat.folder, {})
     write_serving_doc(output_dir / "serving.md", model.name, saved_model_root, config, size,
                       fixed_size=model_input_size(model), version=version, tta=tta,
-                      tflite_input_size=tflite_input_size)
+                      tflite_input_size=tflite_input_size, limits=limits)
     if report is None:
         report = {**report_header, "rows": [
             {"artifact": f"tflite_{v}", "path": str(p), "size_bytes": p.stat().st_size,

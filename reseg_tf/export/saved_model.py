@@ -16,7 +16,8 @@ from pathlib import Path
 
 from reseg_tf.model_io import load_reseg_model
 
-from reseg_tf.export.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE, OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES  # noqa: F401
+from reseg_tf.export.signatures import (BYTES_SIGNATURE, DEFAULT_SIGNATURE, MASK_SIGNATURE, OUTPUT_KEYS,  # noqa: F401
+                                        SERVING_SIGNATURES, SIGNATURES, ServingLimits)
 
 
 def export_twin(model, input_shape=None, unroll_rnns=False):
@@ -66,49 +67,45 @@ def export_twin(model, input_shape=None, unroll_rnns=False):
     return twin, unrolled
 
 
-def serving_functions(model, tta="none"):
+def serving_functions(model, tta="none", limits=None):
     """`{signature: (tf.function body, input_signature)}` of the serving signatures of `model`
     (`signatures.SERVING_SIGNATURES`).
 
     The working size is `model`'s fixed input size (None: any size); every signature takes
-    images of any size and answers at their size. `tta="flip"` bakes the flip average in
-    (`reseg_tf.averaging`).
+    images of any size within `limits` (`signatures.ServingLimits`, default its defaults),
+    checked in the graph before anything image-sized is allocated (`image_headers`), and answers
+    at their size. `tta="flip"` bakes the flip average in (`reseg_tf.averaging`).
     """
     import tensorflow as tf
 
-    from reseg_tf.inference import decode_image, image_probabilities, model_input_size
+    from reseg_tf.export.image_headers import bounded_decode, bounded_pixels
+    from reseg_tf.inference import image_probabilities, model_input_size
 
+    limits = limits or ServingLimits()
     working_size = model_input_size(model)
+    num_classes = int(model.output_shape[-1])
+    mask_dtype = tf.uint8 if num_classes <= 256 else tf.uint16
+
+    def classes_of(images):
+        probabilities = image_probabilities(model, images, working_size, tta=tta)
+        return probabilities, tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
     def outputs(images):
-        probabilities = image_probabilities(model, images, working_size, tta=tta)
-        classes = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return dict(zip(OUTPUT_KEYS, (probabilities, classes)))
+        return dict(zip(OUTPUT_KEYS, classes_of(images)))
 
-    def decode_batch(image_bytes):
-        # One batch tensor needs one size; resizing here would answer at a size the client
-        # did not send.
-        first_shape = tf.shape(decode_image(image_bytes[0]))
-
-        def decode_same_size(data):
-            image = decode_image(data)
-            check = tf.debugging.assert_equal(
-                tf.shape(image), first_shape,
-                message=f"{BYTES_SIGNATURE.name}: all images of one request must have the same height and "
-                "width (the answers have the images' own size); send differently sized images in "
-                "separate requests",
-            )
-            with tf.control_dependencies([check]):
-                return tf.identity(image)
-
-        return tf.map_fn(decode_same_size, image_bytes,
-                         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    def masks(images):
+        classes = tf.cast(classes_of(images)[1], mask_dtype)[..., tf.newaxis]
+        encoded = tf.map_fn(tf.io.encode_png, classes, fn_output_signature=tf.TensorSpec([], tf.string))
+        return {MASK_SIGNATURE.outputs[0]: encoded}
 
     def endpoint(signature):
+        bounds = (limits.max_image_pixels, limits.max_batch, signature.name)
+        answer = masks if signature is MASK_SIGNATURE else outputs
         if signature.dtype == "string":
             spec = tf.TensorSpec([None], tf.string, name=signature.input_name)
-            return (lambda encoded: outputs(decode_batch(encoded))), [spec]
-        return outputs, [tf.TensorSpec([None, None, None, 3], signature.dtype, name=signature.input_name)]
+            return (lambda encoded: answer(bounded_decode(encoded, *bounds))), [spec]
+        spec = tf.TensorSpec([None, None, None, 3], signature.dtype, name=signature.input_name)
+        return (lambda images: answer(bounded_pixels(images, *bounds))), [spec]
 
     return {signature.name: endpoint(signature) for signature in SERVING_SIGNATURES}
 
@@ -128,10 +125,11 @@ def write_archive(model, path, endpoints):
         archive.write_out(str(path), verbose=False)
 
 
-def write_serving_saved_model(model, path, tta="none"):
-    """Writes the three serving signatures of `model`'s CPU twin as a SavedModel at `path`."""
+def write_serving_saved_model(model, path, tta="none", limits=None):
+    """Writes the serving signatures of `model`'s CPU twin, bounded by `limits`
+    (`signatures.ServingLimits`), as a SavedModel at `path`."""
     twin, _ = export_twin(model)
-    write_archive(twin, path, serving_functions(twin, tta))
+    write_archive(twin, path, serving_functions(twin, tta, limits))
 
 
 def write_static_saved_model(model, path, image_size, unroll_rnns=True, tta="none", input_size=None):
@@ -208,12 +206,12 @@ def publish(temporary_dir, final_dir):
     os.rename(temporary_dir, final_dir)
 
 
-def export_saved_model(model_or_path, saved_model_root, version=None):
+def export_saved_model(model_or_path, saved_model_root, version=None, limits=None):
     """Writes the TF Serving SavedModel at `saved_model_root/<version>` and returns that path.
 
     `version` defaults to the next free integer. The SavedModel is written to a hidden temp
     folder beside it (TF Serving ignores non-numeric names) and renamed into place, so a failed
-    export never leaves a half-written version.
+    export never leaves a half-written version. `limits`: the inputs' `signatures.ServingLimits`.
     """
     model = load_reseg_model(model_or_path)
     root = Path(saved_model_root)
@@ -221,7 +219,7 @@ def export_saved_model(model_or_path, saved_model_root, version=None):
     version = check_version(root, version)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-saved-model-", dir=root))
     try:
-        write_serving_saved_model(model, temporary / "model")
+        write_serving_saved_model(model, temporary / "model", limits=limits)
         publish(temporary / "model", root / str(version))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -17,7 +17,8 @@ import numpy as np
 
 from reseg_tf.export.errors import ExportVerificationError, clean_stderr
 from reseg_tf.export.saved_model import saved_model_op_types
-from reseg_tf.export.signatures import DEFAULT_SIGNATURE, OUTPUT_KEYS, SERVING_SIGNATURES, SIGNATURES
+from reseg_tf.export.signatures import (BYTES_SIGNATURE, DEFAULT_SIGNATURE, MASK_SIGNATURE, OUTPUT_KEYS, SERVING_SIGNATURES,
+                                        SIGNATURES, ServingLimits)
 from reseg_tf.export.tflite import load_tflite, tflite_image_probabilities
 
 # Verification bounds from the export spec.
@@ -56,6 +57,12 @@ def _agreement(probabilities, reference):
     return same / sum(int(np.prod(r.shape[:-1])) for r in reference)
 
 
+def _mask_agreement(masks, reference):
+    """Fraction of all pixels whose class in the `(1, H, W)` masks is the reference's argmax."""
+    same = sum(int(np.sum(mask == np.argmax(r, -1))) for mask, r in zip(masks, reference))
+    return same / sum(int(np.prod(r.shape[:-1])) for r in reference)
+
+
 def _max_diff(name, probabilities, reference, problems):
     """Worst |probability difference| over the images; None (and a problem) for a wrong shape."""
     for answer, expected in zip(probabilities, reference):
@@ -65,18 +72,65 @@ def _max_diff(name, probabilities, reference, problems):
     return max(float(np.abs(p - r).max()) for p, r in zip(probabilities, reference))
 
 
-def _per_image_from_batches(signature, images, to_input):
-    """Per-image `(1, H, W, C)` probabilities of a signature called once per group of same-size
-    images (one request holds one size)."""
+def _per_image_from_batches(signature, images, to_input, max_batch, output="probabilities"):
+    """Per-image `(1, ...)` `output`s of a signature called once per group of at most
+    `max_batch` same-size images (one request holds one size)."""
     groups = {}
     for index, image in enumerate(images):
         groups.setdefault(image.shape[:2], []).append(index)
-    probabilities = [None] * len(images)
-    for indices in groups.values():
-        batch = signature(**to_input([images[i] for i in indices]))["probabilities"].numpy()
-        for position, index in enumerate(indices):
-            probabilities[index] = batch[position:position + 1]
-    return probabilities
+    answers = [None] * len(images)
+    for group in groups.values():
+        for start in range(0, len(group), max_batch):
+            indices = group[start:start + max_batch]
+            batch = signature(**to_input([images[i] for i in indices]))[output].numpy()
+            for position, index in enumerate(indices):
+                answers[index] = batch[position:position + 1]
+    return answers
+
+
+def minimal_png(width, height):
+    """A PNG file whose header claims `width` x `height` RGB pixels, with almost no pixel data:
+    what a decompression bomb looks like to a header check."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def check_bounds(loaded, limits, problems):
+    """Sends every signature a request one pixel and one image over `limits`; each must be
+    refused with InvalidArgumentError naming the bound and the size sent. Returns the refusals
+    seen, one line each."""
+    import tensorflow as tf
+
+    over_pixels = limits.max_image_pixels + 1  # a 1-row image, cheap to build
+    png = tf.constant([minimal_png(over_pixels, 1)])
+    one_pixel_png = tf.io.encode_png(np.zeros((1, 1, 3), np.uint8))
+    seen = []
+    for signature in SERVING_SIGNATURES:
+        if signature.dtype == "string":
+            requests = {"pixels": png, "batch": tf.stack([one_pixel_png] * (limits.max_batch + 1))}
+        else:
+            requests = {"pixels": tf.zeros((1, 1, over_pixels, 3), signature.dtype),
+                        "batch": tf.zeros((limits.max_batch + 1, 1, 1, 3), signature.dtype)}
+        expected = {"pixels": ("max_image_pixels", f"{over_pixels}x1"),
+                    "batch": ("max_batch", f"holds {limits.max_batch + 1} images")}
+        for bound, request in requests.items():
+            try:
+                loaded.signatures[signature.name](**{signature.input_name: request})
+            except tf.errors.InvalidArgumentError as error:
+                if all(text in error.message for text in expected[bound]):
+                    seen.append(f"{signature.name}: {expected[bound][1]} refused ({expected[bound][0]})")
+                    continue
+                problems.append(f"{signature.name} refused a request over {expected[bound][0]} without naming "
+                                f"it and the size sent: {error.message.splitlines()[0][:200]}")
+            else:
+                problems.append(f"{signature.name} answered a request over {expected[bound][0]}")
+    return seen
 
 
 def _signature_input(signature, images):
@@ -101,7 +155,7 @@ def _saved_model_cli(*args, timeout=300):
     return done.stdout
 
 
-def verify_saved_model(saved_model_dir, model, images, reference=None):
+def verify_saved_model(saved_model_dir, model, images, reference=None, limits=None):
     """Checks a served SavedModel against `reseg predict` with `tf.saved_model.load` and
     `saved_model_cli`.
 
@@ -110,17 +164,28 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
         model: the Keras model it was exported from.
         images: uint8 RGB `(H, W, 3)` arrays, each at its own size.
         reference: `reference_probabilities(model, images)`, computed if not given.
+        limits: the `signatures.ServingLimits` it was exported with (default: the defaults).
 
     Returns:
         A report row (dict) with the worst probability difference over all signatures
         (`signatures.SERVING_SIGNATURES`, each fed the same images in its own input type), the
-        argmax agreement and latency per image of the default signature, and the graph's op check.
+        argmax agreement and latency per image of the default signature, whether the PNG masks
+        of `serving_mask` are the `classes` of `serving_bytes`, the refusals of requests just
+        over the limits (`check_bounds`), and the graph's op check.
     """
     import tensorflow as tf
 
     saved_model_dir = Path(saved_model_dir)
     reference = reference_probabilities(model, images) if reference is None else reference
+    limits = limits or ServingLimits()
     problems = []
+    too_large = [f"{image.shape[1]}x{image.shape[0]}" for image in images
+                 if image.shape[0] * image.shape[1] > limits.max_image_pixels]
+    if too_large:
+        raise ExportVerificationError(
+            f"verification images of {', '.join(too_large)} pixels are larger than max_image_pixels "
+            f"{limits.max_image_pixels} (--max-image-pixels): the SavedModel refuses them; verify on "
+            "smaller images (--representative-data) or raise the limit.")
     cudnn_ops = sorted(op for op in saved_model_op_types(saved_model_dir) if "Cudnn" in op)
     if cudnn_ops:
         problems.append(f"graph contains GPU-only ops {cudnn_ops}")
@@ -137,13 +202,22 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
         problems.append(f"{DEFAULT_SIGNATURE.name} `classes` is not the argmax of `probabilities`")
     diffs = {DEFAULT_SIGNATURE.name: _max_diff(DEFAULT_SIGNATURE.name, probabilities, reference, problems)}
     for signature in SERVING_SIGNATURES:
-        if signature is not DEFAULT_SIGNATURE:
+        if signature not in (DEFAULT_SIGNATURE, MASK_SIGNATURE):
             answers = _per_image_from_batches(loaded.signatures[signature.name], images,
-                                              lambda batch, s=signature: {s.input_name: _signature_input(s, batch)})
+                                              lambda batch, s=signature: {s.input_name: _signature_input(s, batch)},
+                                              limits.max_batch)
             diffs[signature.name] = _max_diff(signature.name, answers, reference, problems)
+    encode = lambda batch: {MASK_SIGNATURE.input_name: _signature_input(MASK_SIGNATURE, batch)}  # noqa: E731
+    classes = _per_image_from_batches(loaded.signatures[BYTES_SIGNATURE.name], images, encode, limits.max_batch,
+                                      "classes")
+    masks = [tf.io.decode_png(png[0]).numpy()[np.newaxis, ..., 0] for png in _per_image_from_batches(
+        loaded.signatures[MASK_SIGNATURE.name], images, encode, limits.max_batch, MASK_SIGNATURE.outputs[0])]
+    if not all(np.array_equal(mask, expected) for mask, expected in zip(masks, classes)):
+        problems.append(f"{MASK_SIGNATURE.name} masks differ from the `classes` of {BYTES_SIGNATURE.name}")
+    refusals = check_bounds(loaded, limits, problems)
 
     shown = _saved_model_cli("show", "--dir", str(saved_model_dir), "--all")
-    for name in (*SIGNATURES, *OUTPUT_KEYS):
+    for name in (*SIGNATURES, *{output for signature in SERVING_SIGNATURES for output in signature.outputs}):
         if name not in shown:
             problems.append(f"`saved_model_cli show --all` does not list {name!r}")
     with tempfile.TemporaryDirectory(prefix="reseg-verify-") as scratch:
@@ -166,6 +240,9 @@ def verify_saved_model(saved_model_dir, model, images, reference=None):
         "max_prob_diff": max_diff,
         "prob_diff_by_signature": diffs,
         "agreement": _agreement(probabilities, reference) if diffs[DEFAULT_SIGNATURE.name] is not None else None,
+        "mask_agreement": _mask_agreement(masks, reference) if diffs[DEFAULT_SIGNATURE.name] is not None else None,
+        "serving_limits": limits.as_dict(),
+        "refusals_over_limits": refusals,
         "passed": not problems,
         "problems": problems,
     }
