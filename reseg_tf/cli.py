@@ -360,8 +360,14 @@ def _add_models(subparsers):
                                 ("mean_iou", "global_acc", "foreground_iou") if key in val)
             where = entry["path"] or "not installed"
             print(f"{entry['name']}: {entry['description']}\n    preset {entry['preset']}, best epoch "
-                  f"{entry['best_epoch']} of {entry['epochs_run']}; val (selected on val): {figures}\n"
-                  f"    {where}")
+                  f"{entry['best_epoch']} of {entry['epochs_run']}; val (selected on val): {figures}")
+            costs = entry["costs"]
+            if costs:
+                print(f"    {costs['params'] / 1e6:.2f}M parameters, .keras {costs['keras_mb']:.1f} MB; TFLite at "
+                      f"{'x'.join(map(str, costs['image_size']))}: fp32 {costs['fp32_mb']:.1f} MB, "
+                      f"{costs['fp32_ops']:,} operators, {costs['fp32_1t_ms']:.0f} ms (1 thread) / "
+                      f"{costs['fp32_2t_ms']:.0f} ms (2); int8 {costs['int8_1t_ms']:.0f} / {costs['int8_2t_ms']:.0f} ms")
+            print(f"    {where}")
         return 0
 
     parser.set_defaults(handler=handler, needs_tensorflow=False)

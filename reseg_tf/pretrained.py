@@ -22,6 +22,9 @@ PRETRAINED = {
 }
 ALIASES = {"horse": "weizmann_horse", "flowers": "oxford_flowers17"}
 MODEL_FILE, METRICS_FILE, RUN_FILE = "model.keras", "metrics.json", "run.json"
+# Every shipped model's sizes and TFLite latencies, as `benchmarks/shipped_models_bench.py
+# --output` wrote them (one run, one machine; the file says which).
+COSTS_FILE = "shipped_models_costs.json"
 
 
 def _root():
@@ -75,7 +78,10 @@ def _read(path):
 def list_pretrained():
     """One dict per pretrained model: `name`, `dataset`, `description`, `path` (None when not
     installed), `preset`, `epochs_run`, `val` (the val figures of its `metrics.json`:
-    `mean_iou`, `global_acc`, `avg_class_acc`, and `foreground_iou` for binary tasks)."""
+    `mean_iou`, `global_acc`, `avg_class_acc`, and `foreground_iou` for binary tasks), `costs`
+    (parameters, file sizes, TFLite operators and ms per image at 1 and 2 threads, from
+    `shipped_models_costs.json`; empty when not measured)."""
+    costs = _read(_root() / COSTS_FILE).get("models", {})
     entries = []
     for name, (dataset, description) in sorted(PRETRAINED.items()):
         folder = _root() / name
@@ -88,6 +94,6 @@ def list_pretrained():
             name=name, dataset=dataset, description=description,
             path=str(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None,
             preset=run.get("settings", {}).get("preset"), epochs_run=run.get("epochs_run"),
-            best_epoch=run.get("best_epoch"), val=val,
+            best_epoch=run.get("best_epoch"), val=val, costs=costs.get(name, {}),
         ))
     return entries

@@ -1,3 +1,5 @@
+import shlex
+
 import pytest
 
 from reseg_tf.cli import main
@@ -105,17 +107,19 @@ def test_every_train_flag_reaches_train(monkeypatch):
             "--class-balance", "--class-balance-power", "0.5", "--no-augment", "--augment-mode", "flip",
             "--lr-schedule", "cosine", "--steps-per-epoch", "9", "--patience", "4", "--seed", "5",
             "--mixed-precision", "bfloat16", "--vgg-weights", "w.h5", "--overwrite", "--strategy", "mirrored",
-            "--time-budget", "2.5", "--init-from", "m.keras", "--freeze-front-end", "--ema", "--ema-momentum", "0.9"]
+            "--time-budget", "2.5", "--init-from", "m.keras", "--freeze-front-end", "--ema", "--ema-momentum", "0.9",
+            "--loss", "cross_entropy+lovasz", "--loss-weights", "1", "0.5"]
     assert _train_settings(monkeypatch, argv) == dict(
         preset="camvid", dataset="folder", data_dir="data", dataset_options={"num_classes": 4}, output="out",
         epochs=7, batch_size=3, image_size=[40, 48], crop_size=[16, 24], optimizer="adam", learning_rate=0.01,
         weight_decay=0.002, class_balance=True, class_balance_power=0.5, augment=False, augment_mode="flip",
         lr_schedule="cosine", steps_per_epoch=9, patience=4, seed=5, mixed_precision="bfloat16",
         front_end_weights="w.h5", overwrite=True, strategy="mirrored", time_budget=2.5, init_from="m.keras",
-        freeze_front_end=True, ema=True, ema_momentum=0.9, cache_features=False)
+        freeze_front_end=True, ema=True, ema_momentum=0.9, cache_features=False, loss="cross_entropy+lovasz",
+        loss_weights=(1.0, 0.5), command=shlex.join(["reseg", "train", *argv]))
     # Left out, a setting is not passed: TrainConfig and the preset's recipe decide it.
     assert _train_settings(monkeypatch, []) == dict(dataset="camvid", dataset_options={}, overwrite=False,
-                                                   cache_features=False)
+                                                   cache_features=False, command="reseg train")
     chosen = _train_settings(monkeypatch, ["--cache-features", "--no-crop", "--mixed-precision", "--no-ema"])
     assert chosen["cache_features"] is True and chosen["crop_size"] is False
     assert chosen["mixed_precision"] == "auto" and chosen["ema"] is False
