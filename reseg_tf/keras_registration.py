@@ -22,6 +22,23 @@ def register_keras_objects():
         importlib.import_module(name)
 
 
+def _package_initializing():
+    """Whether a module of the package is part-way through its import (it imported Keras)."""
+    return any(name.startswith("reseg_tf.") and getattr(getattr(module, "__spec__", None), "_initializing", False)
+               for name, module in list(sys.modules.items()))
+
+
+class _RegisterWhenImportsSettle:
+    """A `sys.meta_path` entry that finds nothing: at the first import asked for once no module of
+    the package is part-way through its own import, it registers the classes and leaves."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not _package_initializing() and self in sys.meta_path:
+            sys.meta_path.remove(self)
+            register_keras_objects()
+        return None
+
+
 class _RegisterAfterKeras:
     """A `sys.meta_path` finder of `keras` (as the other finders would find it) and its loader
     while it loads: runs `register_keras_objects` once the Keras module has executed; Keras keeps
@@ -44,7 +61,12 @@ class _RegisterAfterKeras:
     def exec_module(self, module):
         module.__spec__.loader = module.__loader__ = self._keras_loader
         self._keras_loader.exec_module(module)
-        register_keras_objects()
+        if _package_initializing():
+            # A module of the package imported Keras: the registering modules would import it
+            # again half-built. Register once its import (and the others under way) are done.
+            sys.meta_path.insert(0, _RegisterWhenImportsSettle())
+        else:
+            register_keras_objects()
 
 
 def register_when_keras_loads():

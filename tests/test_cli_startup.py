@@ -122,10 +122,12 @@ def test_a_tensorflow_command_prints_its_own_output_first(tmp_path):
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("imports", ["import reseg_tf, keras", "import keras, reseg_tf"])
+@pytest.mark.parametrize("imports", ["import reseg_tf, keras", "import keras, reseg_tf",
+                                     "from reseg_tf.layers import ReNetLayer\nimport keras"])
 def test_keras_finds_the_package_classes_after_import_reseg_tf(imports, tmp_path):
     """`keras.models.load_model` of a ReSeg file needs no other import than `reseg_tf`, whichever
-    of the two is imported first."""
+    of the two is imported first, and also when a module of the package imported Keras (its
+    classes are then registered once that import is done, not half-way through it)."""
     model = ROOT / "saved_models" / "weizmann_horse" / "model.keras"
     code = f"{imports}\nmodel = keras.models.load_model({str(model)!r})\nprint(type(model).__name__)"
     result = _run(["-c", code], tmp_path, TF_CPP_MIN_LOG_LEVEL="3")
