@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 # The default model of each dataset is package data (reseg_tf.pretrained loads them by name):
 # the `reseg_tf_pretrained` package is the repository's saved_models/ folder, of which only these
 # files go into a wheel (variants, fine-tunes and reports stay in the repository).
-PRETRAINED_DATASETS = ("camvid", "weizmann_horse", "oxford_flowers17")
+PRETRAINED_DATASETS = ("camvid", "weizmann_horse", "oxford_flowers17", "camvid_mobile_scratch")
 PRETRAINED_FILES = ("model.keras", "metrics.json", "run.json")
 
 
@@ -38,7 +38,8 @@ setup(
     package_data={
         "pipelines": ["data/**/*"],
         "reseg_tf": ["py.typed"],
-        "reseg_tf_pretrained": [f"{d}/{f}" for d in PRETRAINED_DATASETS for f in PRETRAINED_FILES],
+        "reseg_tf_pretrained": [f"{d}/{f}" for d in PRETRAINED_DATASETS for f in PRETRAINED_FILES]
+        + ["shipped_models_costs.json"],
     },
     install_requires=_requirements(),
     extras_require={

@@ -1,7 +1,7 @@
 """Costs and val accuracy of every model shipped in the package, measured in one run.
 
 For each pretrained model (`reseg_tf.list_pretrained()`), at the size it was trained at
-(`run.json`) or `--image-size`: parameters, `.keras` MB, TFLite fp32 and int8 file MB, operators,
+(`run.json`, else its preset's size) or `--image-size`: parameters, `.keras` MB, TFLite fp32 and int8 file MB, operators,
 and ms per image (batch 1) with 1 and 2 interpreter threads, int8 calibrated on real images of
 the model's own dataset; beside them its val mean IoU (`metrics.json`, selected on val).
 `fp32_1t_vs_camvid` is each model's one-thread fp32 ms over the CamVid default's, in this run.
@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pipelines  # noqa: E402
 import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
 from reseg_tf.export.saved_model import write_static_saved_model  # noqa: E402
@@ -46,8 +47,13 @@ def timed_ms(path, images, threads, repeats):
 def measure(entry, image_size, num_images, repeats, scratch):
     model = reseg_tf.models.with_input_size(export.load_reseg_model(entry["path"]), image_size)
     data_dir = SHARED_DATASETS / entry["dataset"]
-    images_dir = data_dir if data_dir.is_dir() else export.sample_data_dir()
-    images = export.load_images(export.spread_files(export.find_images(images_dir), num_images), image_size)
+    if data_dir.is_dir():  # the val images of the model's own dataset, whatever its layout
+        images_dir = data_dir
+        files = [image for image, _ in pipelines.get_source(entry["dataset"], data_dir=str(data_dir)).pairs("val")]
+    else:
+        images_dir = export.sample_data_dir()
+        files = export.find_images(images_dir)
+    images = export.load_images(export.spread_files(files, num_images), image_size)
     row = {"dataset": entry["dataset"], "image_size": list(image_size), "params": model.count_params(),
            "keras_mb": round(os.path.getsize(entry["path"]) / 2**20, 3),
            "val_mean_iou": entry["val"].get("mean_iou"), "images": os.path.relpath(images_dir, ROOT)}
@@ -82,7 +88,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="reseg-shipped-bench-") as scratch:
         for name in names:
             run = read_json(Path(entries[name]["path"]).with_name("run.json")) or {}
-            size = tuple(args.image_size or run.get("settings", {}).get("image_size") or (264, 352))
+            preset = run.get("settings", {}).get("preset")
+            trained_at = run.get("settings", {}).get("image_size") or reseg_tf.get_preset(preset)[1]
+            size = tuple(args.image_size or trained_at)
             rows[name] = measure(entries[name], size, args.num_images, args.repeats, Path(scratch))
             print(name, rows[name], file=sys.stderr, flush=True)
     reference = rows.get("camvid", {}).get("fp32_1t_ms")

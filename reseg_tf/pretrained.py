@@ -1,4 +1,5 @@
-"""The pretrained models that travel with the package: one default model per dataset.
+"""The pretrained models that travel with the package: one default model per dataset,
+and a CamVid model built for phones.
 
 They are package data of the `reseg_tf_pretrained` package, which the build maps onto the
 repository's `saved_models/` folder (only each dataset's `model.keras`, `metrics.json` and
@@ -19,6 +20,8 @@ PRETRAINED = {
     "camvid": ("camvid", "CamVid street scenes, 11 classes; camvid_scratch trained from scratch at 264x352"),
     "weizmann_horse": ("weizmann_horse", "Weizmann Horse, horse vs background; horse_scratch from scratch"),
     "oxford_flowers17": ("oxford_flowers17", "Oxford Flowers 17, flower vs background; flowers_scratch from scratch"),
+    "camvid_mobile_scratch": ("camvid", "CamVid street scenes for phones, 11 classes; camvid_mobile_scratch from "
+                              "scratch at 264x352, a fraction of the CamVid model's TFLite latency"),
 }
 ALIASES = {"horse": "weizmann_horse", "flowers": "oxford_flowers17"}
 MODEL_FILE, METRICS_FILE, RUN_FILE = "model.keras", "metrics.json", "run.json"

@@ -9,9 +9,10 @@ from reseg_tf.evaluation import load_reseg_model
 from reseg_tf.export.saved_model import write_static_saved_model
 from reseg_tf.export.tflite import convert_tflite
 from reseg_tf.export.tflite_analysis import analyze_tflite
+from reseg_tf.pretrained import PRETRAINED
 
 REPO = Path(__file__).resolve().parents[1]
-DATASET_DEFAULTS = ("camvid", "weizmann_horse", "oxford_flowers17")
+DATASET_DEFAULTS = tuple(PRETRAINED)  # the dataset defaults and the phone model
 
 
 def _tflite_of(function, signature, path):
