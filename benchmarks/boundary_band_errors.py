@@ -27,16 +27,9 @@ import pipelines  # noqa: E402
 from reseg_tf.inference import Predictor, read_image_file  # noqa: E402
 from reseg_tf.metrics import confusion_scores  # noqa: E402
 from reseg_tf.model_io import load_reseg_model  # noqa: E402
-from reseg_tf.pretrained import pretrained_path, resolve_name  # noqa: E402
+from reseg_tf.pretrained import model_file  # noqa: E402
 
 BAND_INDEX = 0  # the trimaps' palette index of the boundary band
-
-
-def model_path(name_or_path):
-    try:
-        return str(pretrained_path(resolve_name(name_or_path)))
-    except ValueError:
-        return name_or_path
 
 
 def confusion(labels, predicted, keep, num_classes=2):
@@ -51,7 +44,7 @@ def main():
                         help="Oxford Flowers 17 root")
     parser.add_argument("--split", default="val", help="split; default: val")
     args = parser.parse_args()
-    predictor = Predictor(load_reseg_model(model_path(args.model)))
+    predictor = Predictor(load_reseg_model(model_file(args.model)[0]))
     source = pipelines.get_source("oxford_flowers17", data_dir=args.data_dir)
     totals = {"errors": 0, "errors_in_band": 0, "band_pixels": 0, "pixels": 0}
     with_band, without_band = np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)

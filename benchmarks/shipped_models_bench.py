@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipelines  # noqa: E402
+from front_end_bench import tflite_ms  # noqa: E402  (benchmarks/ is this script's folder)
 import reseg_tf  # noqa: E402
 from reseg_tf import export  # noqa: E402
 from reseg_tf.export.saved_model import write_static_saved_model  # noqa: E402
@@ -32,16 +32,6 @@ from reseg_tf.run_files import atomic_write_json, read_json  # noqa: E402
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 THREADS = (1, 2)
 VARIANTS = ("fp32", "int8")
-
-
-def timed_ms(path, images, threads, repeats):
-    predict = export.tflite_predict_fn(export.load_tflite(path, num_threads=threads))
-    predict(images[0])
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for image in images:
-            predict(image)
-    return round((time.perf_counter() - start) * 1000 / (repeats * len(images)), 2)
 
 
 def measure(entry, image_size, num_images, repeats, scratch):
@@ -65,7 +55,7 @@ def measure(entry, image_size, num_images, repeats, scratch):
         row[f"{variant}_mb"] = round(path.stat().st_size / 2**20, 3)
         row[f"{variant}_ops"] = export.tflite_size_breakdown(path)["operators"]
         for threads in THREADS:
-            row[f"{variant}_{threads}t_ms"] = timed_ms(path, images, threads, repeats)
+            row[f"{variant}_{threads}t_ms"] = tflite_ms(path, images, repeats, threads)
     return row
 
 

@@ -307,15 +307,10 @@ def _file_or_pretrained(value):
     (loading it then names the missing file)."""
     from reseg_tf import pretrained
 
-    if value is None or Path(value).exists():
-        return value
-    try:
-        name = pretrained.resolve_name(value)
-    except ValueError:
-        return value
-    path = pretrained.pretrained_path(name)
-    print(f"using the pretrained model {name!r} ({path})")
-    return str(path)
+    path, name = pretrained.model_file(value)
+    if name is not None:
+        print(f"using the pretrained model {name!r} ({path})")
+    return path
 
 
 def _model_path(args):

@@ -58,6 +58,18 @@ def pretrained_path(name):
     return path
 
 
+def model_file(value):
+    """`(path, name)`: `value` itself when it exists (name None), else the `model.keras` of the
+    pretrained model it names, else `value` unchanged (loading it then names what is missing)."""
+    if value is None or Path(value).exists():
+        return value, None
+    try:
+        name = resolve_name(value)
+    except ValueError:
+        return value, None
+    return str(pretrained_path(name)), name
+
+
 def load_pretrained(name="camvid"):
     """Loads a pretrained ReSeg model by name (`camvid`, `weizmann_horse` / `horse`,
     `oxford_flowers17` / `flowers`), or a shared one from the Hugging Face Hub
